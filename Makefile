@@ -9,7 +9,7 @@ BUILD   ?= build
 CC      ?= cc
 OPT     ?= -O2 -g
 SAN     ?=
-CFLAGS  += $(OPT) $(SAN) -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude -I. -MMD -MP
+CFLAGS  += $(OPT) $(SAN) -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Iinclude -I. -MMD -MP
 LDFLAGS += $(SAN)
 
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null)

@@ -59,7 +59,8 @@ size_t rm_conn_pending(const rm_conn *c);
 
 /* Queues data in FIFO order and starts sending it. Returns RM_OK, RM_ECLOSED,
  * the transport's error, or RM_EFULL when the queue would pass its hard bound
- * (nothing of the data is queued then). */
+ * (nothing of the data is queued then). An empty queue always takes one
+ * message whole, so a message larger than the bound is not refused forever. */
 int rm_conn_write(rm_conn *c, const void *buf, size_t n);
 int rm_conn_writev(rm_conn *c, const struct iovec *iov, int iovcnt);
 size_t rm_conn_queued(const rm_conn *c);

@@ -84,6 +84,14 @@ int rm_loop_post(rm_loop *loop, void (*fn)(void *arg), void *arg);
 /* Is the caller the thread that runs the loop (the last one to run it)? */
 int rm_loop_on_thread(const rm_loop *loop);
 
+/* Log lines from the loop and the layers above it go through one function per
+ * loop (default: standard error with a time stamp). */
+enum { RM_LOG_ERROR, RM_LOG_WARN, RM_LOG_INFO, RM_LOG_DEBUG };
+typedef void (*rm_log_fn)(void *ud, int level, const char *msg);
+void rm_loop_set_logger(rm_loop *loop, rm_log_fn fn, void *ud, int max_level);
+void rm_loop_log(rm_loop *loop, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Hooks around the backend's wait: a host that shares its state with other
  * threads (remora's Lua lock) releases it in before and takes it in after. */
 void rm_loop_set_wait_hooks(rm_loop *loop, void (*before)(void *), void (*after)(void *), void *ud);

@@ -16,9 +16,13 @@ static int check_total_fail_; /* failed cases in this binary */
     if (a_ != b_) { printf("  %s:%d: %s == %lld, expected %s == %lld\n", \
         __FILE__, __LINE__, #a, a_, #b, b_); check_failed_++; } } while (0)
 
-#define RUN(fn) do { check_failed_ = 0; fn(); fflush(stdout); \
+#define RUN(fn) do { \
+    check_failed_ = 0; \
+    fn(); \
     if (check_failed_) { printf("FAIL %s: %d check(s)\n", #fn, check_failed_); check_total_fail_++; } \
-    else printf("ok %s\n", #fn); fflush(stdout); } while (0)
+    else { printf("ok %s\n", #fn); } \
+    fflush(stdout); \
+  } while (0)
 
 #define CHECK_DONE() (check_total_fail_ ? 1 : 0)
 #endif
