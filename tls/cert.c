@@ -1,6 +1,8 @@
 /* cert.c: certificate helpers: host names, IP addresses, fingerprints, and the
  * self-signed certificate a server can use out of the box. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* mkostemp */
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

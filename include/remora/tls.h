@@ -142,8 +142,13 @@ int rm_tls_stream_info(const rm_tls_stream *s, rm_tls_info *info);
  * layer above already read from the socket that start the TLS session. */
 int rm_tls_attach(rm_conn *c, rm_tls_config *cfg, const char *host,
                   const void *preread, size_t prelen);
-/* Handshake step on c; also tells c which events the handshake waits for. */
+/* Handshake step on c. While it returns RM_EAGAIN it turns on want_read (and
+ * want_write, only while it needs to send) so that on_readable/on_writable
+ * fire: call it again from there. On RM_OK want_write is off, want_read kept. */
 int rm_tls_handshake(rm_conn *c);
+/* close_notify, best effort, before rm_conn_close(): sent now if nothing is
+ * queued (RM_OK), else skipped (RM_EAGAIN); never waits. */
+int rm_tls_close(rm_conn *c);
 /* The stream of a connection set up by rm_tls_attach(). */
 rm_tls_stream *rm_tls_of(const rm_conn *c);
 
