@@ -120,9 +120,16 @@ static int resolve_threads(int n) {
 
 /* ---- workers ---- */
 
+/* Called with the lock held: takes a queue off the pool's list. */
+static void queue_unlink(rm_pool *pool, rm_pool_queue *q) {
+  if (q->prev) q->prev->next = q->next;
+  else pool->queues = q->next;
+  if (q->next) q->next->prev = q->prev;
+}
+
 /* Called with the lock held after a serial queue's job returned: hands its
- * next job to the pool's FIFO, or marks it idle. Returns a queue that is now
- * closed and idle, for the caller to free. */
+ * next job to the pool's FIFO, or marks it idle. Returns the queue if it is
+ * now closed and idle, for the caller to free. */
 static rm_pool_queue *queue_advance(rm_pool *pool, rm_pool_queue *q) {
   job *next = list_pop(&q->jobs);
   if (next) {
@@ -132,9 +139,7 @@ static rm_pool_queue *queue_advance(rm_pool *pool, rm_pool_queue *q) {
   }
   q->busy = 0;
   if (!q->closed) return NULL;
-  if (q->prev) q->prev->next = q->next;
-  else pool->queues = q->next;
-  if (q->next) q->next->prev = q->prev;
+  queue_unlink(pool, q);
   return q;
 }
 
@@ -177,13 +182,15 @@ static int spawn_worker(rm_pool *pool) {
   w->exited = 0;
 
   pthread_attr_t attr;
-  sigset_t all, old;
   pthread_attr_init(&attr);
-  if (pool->stack_size) pthread_attr_setstacksize(&attr, pool->stack_size);
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int rc = pthread_create(&w->tid, &attr, worker_main, w);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  int rc = pool->stack_size ? pthread_attr_setstacksize(&attr, pool->stack_size) : 0;
+  if (rc == 0) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&w->tid, &attr, worker_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+  }
   pthread_attr_destroy(&attr);
   if (rc != 0) {
     pool_free_mem(pool, w, sizeof *w);
@@ -380,8 +387,8 @@ void rm_pool_queue_free(rm_pool_queue *q) {
   rm_pool *pool = q->pool;
   pthread_mutex_lock(&pool->lock);
   q->closed = 1;
-  if (!q->busy) q = queue_advance(pool, q);
-  else q = NULL; /* the worker running its last job frees it */
+  if (q->busy) q = NULL; /* the worker that runs its last job frees it */
+  else queue_unlink(pool, q);
   pthread_mutex_unlock(&pool->lock);
   if (q) pool_free_mem(pool, q, sizeof *q);
 }
@@ -401,8 +408,7 @@ void rm_pool_stop(rm_pool *pool) {
     pthread_cond_broadcast(&pool->work_cv);
   }
   pthread_mutex_unlock(&pool->lock);
-  /* Cancelled jobs run on this thread, without the lock: they may do anything
-   * a job may do, except submit. */
+  /* Cancelled jobs run on this thread, without the lock, like any job. */
   for (job *j; (j = list_pop(&cancel));) {
     j->fn(j->arg, RM_ECLOSED);
     pool_free_mem(pool, j, sizeof *j);
@@ -418,18 +424,20 @@ int rm_pool_stopping(rm_pool *pool) {
 
 /* Waits, with the lock held, until no worker is alive or the deadline passed. */
 static int wait_workers(rm_pool *pool, int deadline_ms) {
-  struct timespec until;
-  clock_gettime(CLOCK_MONOTONIC, &until);
-  until.tv_sec += deadline_ms / 1000;
-  until.tv_nsec += (long)(deadline_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
+  struct timespec until = {0};
+  if (deadline_ms >= 0) {
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += deadline_ms / 1000;
+    until.tv_nsec += (long)(deadline_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000L;
+    }
   }
   while (pool->threads > 0) {
-    if (deadline_ms < 0) pthread_cond_wait(&pool->exit_cv, &pool->lock);
-    else if (pthread_cond_timedwait(&pool->exit_cv, &pool->lock, &until) == ETIMEDOUT)
-      return pool->threads > 0 ? RM_ETIMEDOUT : RM_OK;
+    int rc = deadline_ms < 0 ? pthread_cond_wait(&pool->exit_cv, &pool->lock)
+                             : pthread_cond_timedwait(&pool->exit_cv, &pool->lock, &until);
+    if (rc == ETIMEDOUT && pool->threads > 0) return RM_ETIMEDOUT;
   }
   return RM_OK;
 }

@@ -373,8 +373,26 @@ static void test_zero_workers(void) {
   CHECK_EQ(rm_pool_submit(pool, nop_job, NULL), RM_EINVAL);
   CHECK_EQ(rm_pool_resize(pool, 257), RM_EFULL);
   CHECK_EQ(rm_pool_free(pool, BOUND_MS), RM_OK);
-  CHECK(rm_pool_new(&(rm_pool_config){.threads = 5, .max_threads = 4}) == NULL);
   counter_destroy(&t.done);
+}
+
+static void test_config(void) {
+  rm_pool_stats st;
+  rm_pool *pool = rm_pool_new(NULL);
+  CHECK(pool != NULL);
+  if (pool) {
+    rm_pool_stats_get(pool, &st);
+    CHECK(st.threads >= 2);
+    CHECK_EQ(rm_pool_resize(pool, 1), RM_OK);
+    CHECK_EQ(rm_pool_resize(pool, -1), RM_OK);
+    CHECK(wait_threads(pool, st.threads));
+    CHECK_EQ(rm_pool_free(pool, BOUND_MS), RM_OK);
+  }
+  pool = rm_pool_new(&(rm_pool_config){.threads = 2, .stack_size = 256 * 1024});
+  CHECK(pool != NULL);
+  if (pool) CHECK_EQ(rm_pool_free(pool, BOUND_MS), RM_OK);
+  CHECK(rm_pool_new(&(rm_pool_config){.threads = 5, .max_threads = 4}) == NULL);
+  CHECK(rm_pool_new(&(rm_pool_config){.threads = 1, .stack_size = 1}) == NULL);
 }
 
 /* ---- shutdown ---- */
@@ -650,6 +668,7 @@ int main(void) {
   RUN(test_resize_under_load);
   RUN(test_full_queue);
   RUN(test_zero_workers);
+  RUN(test_config);
   RUN(test_shutdown_queued_and_blocked);
   RUN(test_shutdown_deadline);
   RUN(test_allocator);
