@@ -1,0 +1,376 @@
+/* screen/capture.c: the X connection, damage tracking and the framebuffer.
+ *
+ * XDamage reports every drawing operation as a raw rectangle (raw, because the
+ * region form needs XFixes to read back). Those rectangles mark tiles as
+ * damaged; a poll grabs each tile row that has damaged tiles as one band,
+ * then compares every damaged tile row by row with the framebuffer: only a
+ * tile whose pixels really differ gets a new version, so a redraw with the
+ * same pixels costs viewers nothing.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+#include <X11/Xutil.h>
+#include <X11/extensions/Xdamage.h>
+#include "screen/internal.h"
+
+#define T RM_SCREEN_TILE
+
+static void *default_alloc(void *ud, void *p, size_t osize, size_t nsize)
+{
+  if (nsize == 0) {
+    free(p);
+    return NULL;
+  }
+  return realloc(p, nsize);
+}
+
+void *rm__screen_alloc(rm_screen *s, void *p, size_t osize, size_t nsize)
+{
+  return s->alloc(s->alloc_ud, p, osize, nsize);
+}
+
+/* Xlib's default handler exits the process on any protocol error, and a
+ * requestor window that vanishes mid-paste is enough to cause one. Errors
+ * that matter are seen through return values instead. */
+static int ignore_x_error(Display *dpy, XErrorEvent *e)
+{
+  return 0;
+}
+
+/* Called once the connection is lost; returning keeps the process alive. */
+static void on_io_exit(Display *dpy, void *ud)
+{
+  ((rm_screen *)ud)->dead = 1;
+}
+
+uint64_t rm__row_hash(const uint32_t *px, int n)
+{
+  uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)n;
+  for (int i = 0; i < n; i++) {
+    h ^= px[i];
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 32;
+  }
+  return h | 1; /* 0 means "unknown" to a viewer */
+}
+
+static void shm_destroy(rm_screen *s)
+{
+  if (!s->shm_img) return;
+  if (!s->dead) {
+    XShmDetach(s->dpy, &s->shminfo);
+    XSync(s->dpy, False);
+  }
+  XDestroyImage(s->shm_img); /* frees the XImage only, not the segment */
+  shmdt(s->shminfo.shmaddr);
+  s->shm_img = NULL;
+}
+
+/* One shared segment of w x TILE pixels, reused for every band. */
+static int shm_create(rm_screen *s)
+{
+  Display *d = s->dpy;
+  int scr = DefaultScreen(d);
+  XImage *img = XShmCreateImage(d, DefaultVisual(d, scr), DefaultDepth(d, scr), ZPixmap,
+                                NULL, &s->shminfo, s->w, T);
+  if (!img) return -1;
+  s->shminfo.shmid = shmget(IPC_PRIVATE, (size_t)img->bytes_per_line * T, IPC_CREAT | 0600);
+  if (s->shminfo.shmid < 0) goto fail;
+  s->shminfo.shmaddr = img->data = shmat(s->shminfo.shmid, NULL, 0);
+  shmctl(s->shminfo.shmid, IPC_RMID, NULL); /* freed once both sides detach */
+  if (s->shminfo.shmaddr == (char *)-1) goto fail;
+  s->shminfo.readOnly = False;
+  if (!XShmAttach(d, &s->shminfo)) {
+    shmdt(s->shminfo.shmaddr);
+    goto fail;
+  }
+  XSync(d, False);
+  s->shm_img = img;
+  return 0;
+fail:
+  XDestroyImage(img);
+  return -1;
+}
+
+static void free_mem(rm_screen *s, void *p, size_t n)
+{
+  if (p) rm__screen_alloc(s, p, n, 0);
+}
+
+static void free_arrays(rm_screen *s)
+{
+  size_t px = (size_t)s->w * s->h, tiles = (size_t)s->ntx * s->nty;
+  free_mem(s, s->fb, px * 4);
+  free_mem(s, s->tile_ver, tiles * 4);
+  free_mem(s, s->row_hash, (size_t)s->h * s->ntx * 8);
+  free_mem(s, s->damaged, tiles);
+  s->fb = NULL;
+  s->tile_ver = NULL;
+  s->row_hash = NULL;
+  s->damaged = NULL;
+}
+
+/* (Re)builds everything that depends on the screen size; all tiles start
+ * damaged so the next grab fills the framebuffer. */
+static int set_size(rm_screen *s, int w, int h)
+{
+  size_t tiles;
+  shm_destroy(s);
+  free_arrays(s);
+  s->w = w;
+  s->h = h;
+  s->ntx = (w + T - 1) / T;
+  s->nty = (h + T - 1) / T;
+  s->gen++;
+  tiles = (size_t)s->ntx * s->nty;
+  s->fb = rm__screen_alloc(s, NULL, 0, (size_t)w * h * 4);
+  s->tile_ver = rm__screen_alloc(s, NULL, 0, tiles * 4);
+  s->row_hash = rm__screen_alloc(s, NULL, 0, (size_t)h * s->ntx * 8);
+  s->damaged = rm__screen_alloc(s, NULL, 0, tiles);
+  if (!s->fb || !s->tile_ver || !s->row_hash || !s->damaged) {
+    free_arrays(s);
+    s->w = s->h = s->ntx = s->nty = 0;
+    return RM_ENOMEM;
+  }
+  /* Every tile of the new size is news to every viewer, even if its pixels
+   * happen to stay black. */
+  s->version++;
+  for (size_t i = 0; i < tiles; i++) s->tile_ver[i] = s->version;
+  memset(s->fb, 0, (size_t)w * h * 4);
+  for (int tx = 0; tx < s->ntx; tx++) {
+    uint64_t zero = rm__row_hash(s->fb, w - tx * T < T ? w - tx * T : T);
+    for (int y = 0; y < h; y++) s->row_hash[(size_t)y * s->ntx + tx] = zero;
+  }
+  memset(s->damaged, 1, tiles);
+  s->any_damage = 1;
+  if (s->shm && shm_create(s) < 0) s->shm = 0;
+  return RM_OK;
+}
+
+/* Fetches the pixels of one band. With XShm they land in the shared segment;
+ * otherwise XGetImage allocates an image the caller destroys (*tmp). */
+static const uint32_t *fetch(rm_screen *s, int x, int y, int w, int h, int *stride, XImage **tmp)
+{
+  XImage *img;
+  *tmp = NULL;
+  if (s->shm) {
+    img = s->shm_img;
+    /* XShmGetImage asks for image->width x image->height; the segment has
+     * room for any band, packed at stride w. */
+    img->width = w;
+    img->height = h;
+    img->bytes_per_line = w * 4;
+    if (XShmGetImage(s->dpy, s->root, img, x, y, AllPlanes)) {
+      *stride = w;
+      return (const uint32_t *)img->data;
+    }
+    shm_destroy(s); /* the server cannot reach our segment: stop trying */
+    s->shm = 0;
+  }
+  img = XGetImage(s->dpy, s->root, x, y, (unsigned)w, (unsigned)h, AllPlanes, ZPixmap);
+  if (!img) return NULL;
+  *tmp = img;
+  *stride = img->bytes_per_line / 4;
+  return (const uint32_t *)img->data;
+}
+
+/* Copies one tile from a grabbed band; returns 1 if any pixel differed. The
+ * top byte of a 24-bit pixel is undefined on the wire, hence the mask. */
+static int update_tile(rm_screen *s, int tx, int ty, const uint32_t *src, int stride, uint32_t version)
+{
+  int x0 = tx * T, y0 = ty * T;
+  int tw = s->w - x0 < T ? s->w - x0 : T, th = s->h - y0 < T ? s->h - y0 : T;
+  int changed = 0;
+  for (int r = 0; r < th; r++) {
+    const uint32_t *in = src + (size_t)r * stride;
+    uint32_t *out = s->fb + (size_t)(y0 + r) * s->w + x0, diff = 0;
+    for (int i = 0; i < tw; i++) {
+      uint32_t v = in[i] & 0xffffff;
+      diff |= v ^ out[i];
+      out[i] = v;
+    }
+    if (diff) {
+      s->row_hash[(size_t)(y0 + r) * s->ntx + tx] = rm__row_hash(out, tw);
+      changed = 1;
+    }
+  }
+  if (changed) s->tile_ver[ty * s->ntx + tx] = version;
+  return changed;
+}
+
+static int grab(rm_screen *s)
+{
+  uint32_t version = s->version + 1;
+  int changed = 0;
+  for (int ty = 0; ty < s->nty; ty++) {
+    uint8_t *row = s->damaged + ty * s->ntx;
+    int lo = 0, hi = s->ntx - 1, stride, x0, y0 = ty * T;
+    const uint32_t *px;
+    XImage *tmp;
+    while (lo <= hi && !row[lo]) lo++;
+    while (hi >= lo && !row[hi]) hi--;
+    if (lo > hi) continue;
+    x0 = lo * T;
+    px = fetch(s, x0, y0, ((hi + 1) * T < s->w ? (hi + 1) * T : s->w) - x0,
+               s->h - y0 < T ? s->h - y0 : T, &stride, &tmp);
+    if (!px) continue; /* e.g. the screen shrank under us; ConfigureNotify follows */
+    for (int tx = lo; tx <= hi; tx++) {
+      if (row[tx]) changed |= update_tile(s, tx, ty, px + (tx - lo) * T, stride, version);
+      row[tx] = 0;
+    }
+    if (tmp) XDestroyImage(tmp);
+  }
+  s->any_damage = 0;
+  if (changed) s->version = version;
+  return changed;
+}
+
+static void mark_damage(rm_screen *s, int x, int y, int w, int h)
+{
+  int tx0, ty0, tx1, ty1;
+  if (x < 0) w += x, x = 0;
+  if (y < 0) h += y, y = 0;
+  if (w <= 0 || h <= 0 || x >= s->w || y >= s->h) return;
+  tx0 = x / T;
+  ty0 = y / T;
+  tx1 = (x + w - 1 < s->w ? x + w - 1 : s->w - 1) / T;
+  ty1 = (y + h - 1 < s->h ? y + h - 1 : s->h - 1) / T;
+  for (int ty = ty0; ty <= ty1; ty++)
+    memset(s->damaged + ty * s->ntx + tx0, 1, (size_t)(tx1 - tx0 + 1));
+  s->any_damage = 1;
+}
+
+/* Handles one event; returns the new root size through *nw, *nh on a resize. */
+static void handle_event(rm_screen *s, XEvent *ev, int *nw, int *nh)
+{
+  if (s->damage_event >= 0 && ev->type == s->damage_event) {
+    XDamageNotifyEvent *de = (XDamageNotifyEvent *)ev;
+    mark_damage(s, de->area.x, de->area.y, de->area.width, de->area.height);
+  } else if (ev->type == ConfigureNotify && ev->xconfigure.window == s->root) {
+    *nw = ev->xconfigure.width;
+    *nh = ev->xconfigure.height;
+  } else if (ev->type == SelectionRequest) {
+    rm__screen_selection_request(s, ev);
+  } else if (ev->type == MappingNotify) {
+    XRefreshKeyboardMapping(&ev->xmapping);
+  }
+}
+
+int rm_screen_poll(rm_screen *s)
+{
+  int nw = s->w, nh = s->h, resized = 0, rc;
+  if (s->dead) return RM_EIO;
+  while (!s->dead && XPending(s->dpy)) {
+    XEvent ev;
+    XNextEvent(s->dpy, &ev);
+    handle_event(s, &ev, &nw, &nh);
+  }
+  if (s->dead) return RM_EIO;
+  if (nw != s->w || nh != s->h) {
+    if ((rc = set_size(s, nw, nh)) < 0) return rc;
+    resized = 1;
+  }
+  if (s->damage_event < 0) mark_damage(s, 0, 0, s->w, s->h);
+  if (!s->any_damage) return resized;
+  /* Raw reports never need the server's region: drop it so it cannot grow. */
+  if (s->damage_event >= 0) XDamageSubtract(s->dpy, s->damage, None, None);
+  return grab(s) || resized;
+}
+
+static int open_fail(rm_screen *s, int rc, char *err, size_t errlen, const char *why)
+{
+  if (err && errlen) snprintf(err, errlen, "%s", why);
+  rm_screen_close(s);
+  return rc;
+}
+
+/* The framebuffer format is 0x00RRGGBB in host order; anything else would
+ * need a per-pixel conversion no real desktop asks for today. */
+static int visual_ok(Display *d)
+{
+  int scr = DefaultScreen(d);
+  Visual *v = DefaultVisual(d, scr);
+  uint16_t one = 1;
+  int host_lsb = *(uint8_t *)&one == 1;
+  return (DefaultDepth(d, scr) == 24 || DefaultDepth(d, scr) == 32) && v->class == TrueColor &&
+         v->red_mask == 0xff0000 && v->green_mask == 0xff00 && v->blue_mask == 0xff &&
+         (ImageByteOrder(d) == LSBFirst) == host_lsb;
+}
+
+int rm_screen_open(const rm_screen_config *cfg, rm_screen **out, char *err, size_t errlen)
+{
+  rm_alloc_fn alloc = cfg && cfg->alloc ? cfg->alloc : default_alloc;
+  void *ud = cfg ? cfg->alloc_ud : NULL;
+  rm_screen *s = alloc(ud, NULL, 0, sizeof *s);
+  int ev, er, rc;
+  *out = NULL;
+  if (!s) return open_fail(NULL, RM_ENOMEM, err, errlen, "out of memory");
+  memset(s, 0, sizeof *s);
+  s->alloc = alloc;
+  s->alloc_ud = ud;
+  s->max_clipboard = cfg && cfg->max_clipboard ? cfg->max_clipboard : 256 * 1024;
+  s->damage_event = -1;
+  s->dpy = XOpenDisplay(cfg ? cfg->display : NULL);
+  if (!s->dpy) return open_fail(s, RM_ECONNECT, err, errlen, "cannot open the X display");
+  XSetErrorHandler(ignore_x_error);
+  XSetIOErrorExitHandler(s->dpy, on_io_exit, s);
+  if (!visual_ok(s->dpy))
+    return open_fail(s, RM_EINVAL, err, errlen, "unsupported visual (need 24-bit TrueColor)");
+  s->root = DefaultRootWindow(s->dpy);
+  XSelectInput(s->dpy, s->root, StructureNotifyMask);
+  if (XDamageQueryExtension(s->dpy, &ev, &er)) {
+    s->damage = XDamageCreate(s->dpy, s->root, XDamageReportRawRectangles);
+    s->damage_event = ev + XDamageNotify;
+  }
+  s->shm = !(cfg && cfg->no_shm) && XShmQueryExtension(s->dpy);
+  rm__screen_input_init(s);
+  rc = set_size(s, DisplayWidth(s->dpy, DefaultScreen(s->dpy)),
+                DisplayHeight(s->dpy, DefaultScreen(s->dpy)));
+  if (rc < 0) return open_fail(s, rc, err, errlen, "out of memory");
+  grab(s);
+  *out = s;
+  return RM_OK;
+}
+
+void rm_screen_close(rm_screen *s)
+{
+  if (!s) return;
+  if (s->dpy) {
+    rm__screen_input_close(s);
+    shm_destroy(s);
+    if (!s->dead && s->damage_event >= 0) XDamageDestroy(s->dpy, s->damage);
+    XCloseDisplay(s->dpy);
+  }
+  free_arrays(s);
+  s->alloc(s->alloc_ud, s, sizeof *s, 0);
+}
+
+void rm_screen_size(const rm_screen *s, int *w, int *h)
+{
+  *w = s->w;
+  *h = s->h;
+}
+
+int rm_screen_fd(const rm_screen *s)
+{
+  return ConnectionNumber(s->dpy);
+}
+
+const uint32_t *rm_screen_pixels(const rm_screen *s)
+{
+  return s->fb;
+}
+
+uint32_t rm_screen_tile_version(const rm_screen *s, int tx, int ty)
+{
+  if (tx < 0 || ty < 0 || tx >= s->ntx || ty >= s->nty) return 0;
+  return s->tile_ver[ty * s->ntx + tx];
+}
+
+int rm_screen_has_shm(const rm_screen *s)
+{
+  return s->shm;
+}

@@ -1,0 +1,455 @@
+/* screen/viewer.c: what one viewer has, and the update that brings it current.
+ *
+ * A viewer keeps the tile versions it has and, for COPY detection, a hash of
+ * each tile-wide pixel row as it last saw it. A frame is planned in two steps:
+ *
+ *   1. Scrolling. Per tile column, rows that changed vote: a row whose new
+ *      hash the viewer already has elsewhere in the same column says "I moved
+ *      by dy". The winning dy turns runs of rows that match the viewer's own
+ *      rows dy away into COPY rectangles: a terminal scrolling one line costs
+ *      a few bytes plus the new line.
+ *   2. Everything else. In each dirty tile, the rows that still differ from
+ *      what the viewer has form one span; the span is classified (one colour,
+ *      few colours, many colours) and merged with like neighbours, first along
+ *      the tile row, then down.
+ *
+ * All COPY rectangles come first in the message and read the viewer's canvas
+ * as it was before the message; the rest paint over it.
+ */
+#include <string.h>
+#include "screen/internal.h"
+
+#define T RM_SCREEN_TILE
+#define MAX_VOTES 8
+
+typedef struct rect {
+  int x, y, w, h, enc;
+  uint32_t colour; /* SOLID */
+  int sy;          /* COPY: source row (the source column is x) */
+} rect;
+
+struct rm_screen_viewer {
+  rm_alloc_fn alloc;
+  void *ud;
+  uint32_t gen;      /* the screen size generation the arrays fit */
+  int w, h, ntx, nty;
+  int full;          /* the viewer has nothing yet */
+  uint32_t seq;
+  int max_colours;
+  uint32_t *have;    /* ntx*nty: tile versions the viewer has (0: none) */
+  uint64_t *vhash;   /* h*ntx: row hashes as the viewer has them (0: unknown) */
+  uint8_t *done;     /* h*ntx: rows a COPY already brings current */
+  uint64_t *tkey;    /* tsize-slot table, hash -> row, for the vote */
+  int32_t *trow;     /* -1: empty, -2: hash seen on several rows */
+  int tsize;
+  int *active;       /* 2*ntx: rects that end at a tile row's bottom */
+  rect *rects;
+  size_t nrects, caprects;
+  rm__encoder *enc;
+  rm__buf msg;
+};
+
+static void *mem(rm_screen_viewer *v, void *p, size_t osize, size_t nsize)
+{
+  if (!p && !nsize) return NULL;
+  return v->alloc(v->ud, p, osize, nsize);
+}
+
+static void free_arrays(rm_screen_viewer *v)
+{
+  size_t tiles = (size_t)v->ntx * v->nty, rows = (size_t)v->h * v->ntx;
+  mem(v, v->have, tiles * 4, 0);
+  mem(v, v->vhash, rows * 8, 0);
+  mem(v, v->done, rows, 0);
+  mem(v, v->tkey, (size_t)v->tsize * 8, 0);
+  mem(v, v->trow, (size_t)v->tsize * 4, 0);
+  mem(v, v->active, (size_t)v->ntx * 2 * sizeof(int), 0);
+  v->have = NULL;
+  v->vhash = NULL;
+  v->done = NULL;
+  v->tkey = NULL;
+  v->trow = NULL;
+  v->active = NULL;
+  v->w = v->h = v->ntx = v->nty = v->tsize = 0;
+}
+
+void rm_screen_viewer_reset(rm_screen_viewer *v)
+{
+  if (v->have) memset(v->have, 0, (size_t)v->ntx * v->nty * 4);
+  if (v->vhash) memset(v->vhash, 0, (size_t)v->h * v->ntx * 8);
+  v->full = 1;
+}
+
+/* Sizes the arrays for the screen's current size (a resize starts over). */
+static int fit(rm_screen_viewer *v, const rm_screen *s)
+{
+  size_t tiles = (size_t)s->ntx * s->nty, rows = (size_t)s->h * s->ntx;
+  int tsize = 64;
+  while (tsize < 2 * s->h) tsize *= 2;
+  free_arrays(v);
+  v->have = mem(v, NULL, 0, tiles * 4);
+  v->vhash = mem(v, NULL, 0, rows * 8);
+  v->done = mem(v, NULL, 0, rows);
+  v->tkey = mem(v, NULL, 0, (size_t)tsize * 8);
+  v->trow = mem(v, NULL, 0, (size_t)tsize * 4);
+  v->active = mem(v, NULL, 0, (size_t)s->ntx * 2 * sizeof(int));
+  v->w = s->w;
+  v->h = s->h;
+  v->ntx = s->ntx;
+  v->nty = s->nty;
+  v->tsize = tsize;
+  if (!v->have || !v->vhash || !v->done || !v->tkey || !v->trow || !v->active) {
+    free_arrays(v);
+    return RM_ENOMEM;
+  }
+  v->gen = s->gen;
+  rm_screen_viewer_reset(v);
+  return RM_OK;
+}
+
+int rm_screen_viewer_new(rm_screen *s, const rm_screen_viewer_config *cfg, rm_screen_viewer **out)
+{
+  rm_screen_viewer *v = s->alloc(s->alloc_ud, NULL, 0, sizeof *v);
+  int quality = cfg && cfg->quality ? cfg->quality : 75;
+  int level = cfg && cfg->png_level ? cfg->png_level : 1;
+  int colours = cfg && cfg->max_colours ? cfg->max_colours : 256;
+  *out = NULL;
+  if (quality < 1 || quality > 100 || level < 1 || level > 9 || colours < 1 || colours > 256) {
+    if (v) s->alloc(s->alloc_ud, v, sizeof *v, 0);
+    return RM_EINVAL;
+  }
+  if (!v) return RM_ENOMEM;
+  memset(v, 0, sizeof *v);
+  v->alloc = s->alloc;
+  v->ud = s->alloc_ud;
+  v->max_colours = colours;
+  v->msg.alloc = s->alloc;
+  v->msg.ud = s->alloc_ud;
+  v->enc = rm__encoder_new(s->alloc, s->alloc_ud, quality, level);
+  if (!v->enc || fit(v, s) < 0) {
+    rm_screen_viewer_free(v);
+    return RM_ENOMEM;
+  }
+  *out = v;
+  return RM_OK;
+}
+
+void rm_screen_viewer_free(rm_screen_viewer *v)
+{
+  if (!v) return;
+  free_arrays(v);
+  mem(v, v->rects, v->caprects * sizeof(rect), 0);
+  rm__encoder_free(v->enc);
+  rm__buf_free(&v->msg);
+  v->alloc(v->ud, v, sizeof *v, 0);
+}
+
+static rect *add_rect(rm_screen_viewer *v)
+{
+  if (v->nrects == v->caprects) {
+    size_t cap = v->caprects ? v->caprects * 2 : 256;
+    rect *r = mem(v, v->rects, v->caprects * sizeof(rect), cap * sizeof(rect));
+    if (!r) return NULL;
+    v->rects = r;
+    v->caprects = cap;
+  }
+  return &v->rects[v->nrects++];
+}
+
+static int tile_dirty(const rm_screen *s, const rm_screen_viewer *v, int tx, int ty)
+{
+  int t = ty * s->ntx + tx;
+  return v->have[t] != s->tile_ver[t];
+}
+
+static int tile_w(const rm_screen *s, int tx)
+{
+  return s->w - tx * T < T ? s->w - tx * T : T;
+}
+
+/* --- step 1: scrolling ---------------------------------------------------- */
+
+static unsigned slot(const rm_screen_viewer *v, uint64_t key)
+{
+  return (unsigned)((key * 0x9e3779b97f4a7c15ull) >> 32) & (unsigned)(v->tsize - 1);
+}
+
+/* Indexes the viewer's rows of column tx by hash; a hash on several rows
+ * (blank lines) cannot say where a row came from, so it is marked. */
+static void index_column(rm_screen_viewer *v, int tx)
+{
+  memset(v->trow, 0xff, (size_t)v->tsize * 4);
+  for (int y = 0; y < v->h; y++) {
+    uint64_t k = v->vhash[(size_t)y * v->ntx + tx];
+    unsigned i;
+    if (!k) continue;
+    for (i = slot(v, k); v->trow[i] != -1 && v->tkey[i] != k; i = (i + 1) & (v->tsize - 1)) {}
+    if (v->trow[i] == -1) v->tkey[i] = k, v->trow[i] = y;
+    else v->trow[i] = -2;
+  }
+}
+
+static int lookup_row(const rm_screen_viewer *v, uint64_t k)
+{
+  for (unsigned i = slot(v, k); v->trow[i] != -1; i = (i + 1) & (v->tsize - 1))
+    if (v->tkey[i] == k) return v->trow[i];
+  return -1;
+}
+
+/* The shift most changed rows of column tx agree on; 0 if none. */
+static int vote(const rm_screen *s, rm_screen_viewer *v, int tx)
+{
+  int dys[MAX_VOTES], counts[MAX_VOTES], n = 0, best = 0;
+  index_column(v, tx);
+  for (int y = 0; y < s->h; y++) {
+    size_t i = (size_t)y * s->ntx + tx;
+    int from, k;
+    if (!tile_dirty(s, v, tx, y / T) || s->row_hash[i] == v->vhash[i]) continue;
+    if ((from = lookup_row(v, s->row_hash[i])) < 0) continue;
+    for (k = 0; k < n && dys[k] != from - y; k++) {}
+    if (k == n) {
+      if (n == MAX_VOTES) continue;
+      dys[n] = from - y, counts[n++] = 0;
+    }
+    counts[k]++;
+  }
+  for (int k = 1; k < n; k++)
+    if (counts[k] > counts[best]) best = k;
+  return n ? dys[best] : 0;
+}
+
+/* A COPY of column tx, rows [y0, y1), from dy rows away; joins the COPY of
+ * the column to its left when they line up. */
+static int emit_copy(const rm_screen *s, rm_screen_viewer *v, int tx, int y0, int y1, int dy)
+{
+  int x = tx * T;
+  rect *r;
+  for (int y = y0; y < y1; y++) v->done[(size_t)y * s->ntx + tx] = 1;
+  for (size_t i = v->nrects; i-- > 0;) {
+    r = &v->rects[i];
+    if (r->x + r->w == x && r->y == y0 && r->h == y1 - y0 && r->sy == y0 + dy) {
+      r->w += tile_w(s, tx);
+      return RM_OK;
+    }
+  }
+  if (!(r = add_rect(v))) return RM_ENOMEM;
+  *r = (rect){x, y0, tile_w(s, tx), y1 - y0, RM_SCREEN_COPY, 0, y0 + dy};
+  return RM_OK;
+}
+
+static int row_copies(const rm_screen *s, const rm_screen_viewer *v, int tx, int y, int dy)
+{
+  size_t i = (size_t)y * s->ntx + tx;
+  return y + dy >= 0 && y + dy < s->h && tile_dirty(s, v, tx, y / T) &&
+         s->row_hash[i] == v->vhash[(size_t)(y + dy) * s->ntx + tx];
+}
+
+static int row_same(const rm_screen *s, const rm_screen_viewer *v, int tx, int y)
+{
+  size_t i = (size_t)y * s->ntx + tx;
+  return s->row_hash[i] == v->vhash[i];
+}
+
+static int plan_copies(const rm_screen *s, rm_screen_viewer *v)
+{
+  memset(v->done, 0, (size_t)s->h * s->ntx);
+  if (v->full) return RM_OK; /* nothing to copy from */
+  for (int tx = 0; tx < s->ntx; tx++) {
+    int dy = vote(s, v, tx), run = -1;
+    if (!dy) continue;
+    for (int y = 0; y <= s->h; y++) {
+      int ok = y < s->h && row_copies(s, v, tx, y, dy), end = y;
+      if (ok && run < 0) run = y;
+      if (ok || run < 0) continue;
+      /* Rows the viewer already has right need no copy at either end. */
+      while (run < end && row_same(s, v, tx, run)) run++;
+      while (end > run && row_same(s, v, tx, end - 1)) end--;
+      if (run < end && emit_copy(s, v, tx, run, end, dy) < 0) return RM_ENOMEM;
+      run = -1;
+    }
+  }
+  return RM_OK;
+}
+
+/* --- step 2: everything else ---------------------------------------------- */
+
+/* The rows of tile (tx, ty) that still need pixels: [*y0, *y1). */
+static int residual(const rm_screen *s, const rm_screen_viewer *v, int tx, int ty, int *y0, int *y1)
+{
+  int top = ty * T, bottom = s->h - top < T ? s->h : top + T;
+  *y0 = -1;
+  for (int y = top; y < bottom; y++) {
+    size_t i = (size_t)y * s->ntx + tx;
+    if (v->done[i] || s->row_hash[i] == v->vhash[i]) continue;
+    if (*y0 < 0) *y0 = y;
+    *y1 = y + 1;
+  }
+  return *y0 >= 0;
+}
+
+static int classify(const rm_screen *s, const rm_screen_viewer *v, int x, int y, int w, int h, uint32_t *colour)
+{
+  int n = rm__count_colours(s->fb + (size_t)y * s->w + x, s->w, w, h, v->max_colours, colour);
+  return n == 1 ? RM_SCREEN_SOLID : n <= v->max_colours ? RM_SCREEN_PNG : RM_SCREEN_JPEG;
+}
+
+static int alike(const rect *a, const rect *b)
+{
+  return a->enc == b->enc && (a->enc != RM_SCREEN_SOLID || a->colour == b->colour);
+}
+
+/* Rects of one tile row, merged left to right. */
+static int plan_row(const rm_screen *s, rm_screen_viewer *v, int ty)
+{
+  rect *open = NULL;
+  for (int tx = 0; tx < s->ntx; tx++) {
+    rect part = {tx * T, 0, tile_w(s, tx), 0, 0, 0, 0};
+    int y0, y1;
+    if (!tile_dirty(s, v, tx, ty) || !residual(s, v, tx, ty, &y0, &y1)) {
+      open = NULL;
+      continue;
+    }
+    part.y = y0;
+    part.h = y1 - y0;
+    part.enc = classify(s, v, part.x, part.y, part.w, part.h, &part.colour);
+    if (open && open->y == part.y && open->h == part.h && alike(open, &part)) {
+      open->w += part.w;
+      continue;
+    }
+    if (!(open = add_rect(v))) return RM_ENOMEM;
+    *open = part;
+  }
+  return RM_OK;
+}
+
+/* Joins the rects of tile row ty [first, nrects) to the ones above that end
+ * where they start, then compacts. active[0, *nactive) holds the rects that
+ * touch the bottom of the previous row; the new list is gathered in the
+ * second half and moved down. */
+static void merge_down(const rm_screen *s, rm_screen_viewer *v, size_t first, int *nactive, int ty)
+{
+  int bottom = (ty + 1) * T < s->h ? (ty + 1) * T : s->h, n = 0;
+  int *next = v->active + s->ntx;
+  size_t out = first;
+  for (size_t i = first; i < v->nrects; i++) {
+    rect *r = &v->rects[i], *a = NULL;
+    for (int k = 0; k < *nactive && !a; k++) {
+      a = &v->rects[v->active[k]];
+      if (a->x != r->x || a->w != r->w || a->y + a->h != r->y || !alike(a, r)) a = NULL;
+    }
+    if (a) {
+      a->h += r->h;
+      if (a->y + a->h == bottom) next[n++] = (int)(a - v->rects);
+      continue;
+    }
+    v->rects[out] = *r;
+    if (r->y + r->h == bottom) next[n++] = (int)out;
+    out++;
+  }
+  v->nrects = out;
+  memcpy(v->active, next, (size_t)n * sizeof(int));
+  *nactive = n;
+}
+
+static int plan_tiles(const rm_screen *s, rm_screen_viewer *v)
+{
+  int nactive = 0;
+  for (int ty = 0; ty < s->nty; ty++) {
+    size_t first = v->nrects;
+    if (plan_row(s, v, ty) < 0) return RM_ENOMEM;
+    merge_down(s, v, first, &nactive, ty);
+  }
+  return RM_OK;
+}
+
+/* --- the message ---------------------------------------------------------- */
+
+static int encode_rect(const rm_screen *s, rm_screen_viewer *v, const rect *r)
+{
+  rm__buf *b = &v->msg;
+  size_t head = b->len;
+  const uint32_t *px = s->fb + (size_t)r->y * s->w + r->x;
+  int rc = RM_OK;
+  if (rm__buf_reserve(b, RM_SCREEN_RECT_HEADER + 4) < 0) return RM_ENOMEM;
+  rm__put16(b->p + head, (unsigned)r->x);
+  rm__put16(b->p + head + 2, (unsigned)r->y);
+  rm__put16(b->p + head + 4, (unsigned)r->w);
+  rm__put16(b->p + head + 6, (unsigned)r->h);
+  b->p[head + 8] = (uint8_t)r->enc;
+  b->len += RM_SCREEN_RECT_HEADER;
+  switch (r->enc) {
+  case RM_SCREEN_COPY:
+    rm__put16(b->p + b->len, (unsigned)r->x);
+    rm__put16(b->p + b->len + 2, (unsigned)r->sy);
+    b->len += 4;
+    break;
+  case RM_SCREEN_SOLID:
+    b->p[b->len] = (uint8_t)(r->colour >> 16);
+    b->p[b->len + 1] = (uint8_t)(r->colour >> 8);
+    b->p[b->len + 2] = (uint8_t)r->colour;
+    b->len += 3;
+    break;
+  case RM_SCREEN_PNG:
+    rc = rm__encode_png(v->enc, px, s->w, r->w, r->h, b);
+    break;
+  default:
+    rc = rm__encode_jpeg(v->enc, px, s->w, r->w, r->h, b);
+    break;
+  }
+  if (rc < 0) return rc;
+  rm__put32(b->p + head + 9, (uint32_t)(b->len - head - RM_SCREEN_RECT_HEADER));
+  return RM_OK;
+}
+
+static int build(const rm_screen *s, rm_screen_viewer *v)
+{
+  uint8_t *p;
+  v->msg.len = 0;
+  if (rm__buf_reserve(&v->msg, RM_SCREEN_HEADER) < 0) return RM_ENOMEM;
+  p = v->msg.p;
+  memset(p, 0, RM_SCREEN_HEADER);
+  p[0] = RM_SCREEN_MSG_FRAME;
+  p[1] = v->full ? 1 : 0;
+  rm__put16(p + 2, (unsigned)s->w);
+  rm__put16(p + 4, (unsigned)s->h);
+  rm__put32(p + 8, v->seq + 1);
+  rm__put32(p + 12, (uint32_t)v->nrects);
+  rm__put_f64(p + 16, rm__now_ms());
+  v->msg.len = RM_SCREEN_HEADER;
+  for (size_t i = 0; i < v->nrects; i++) {
+    int rc = encode_rect(s, v, &v->rects[i]);
+    if (rc < 0) return rc;
+  }
+  return RM_OK;
+}
+
+/* The viewer now has every tile as the screen has it. */
+static void commit(const rm_screen *s, rm_screen_viewer *v)
+{
+  for (int ty = 0; ty < s->nty; ty++)
+    for (int tx = 0; tx < s->ntx; tx++) {
+      int t = ty * s->ntx + tx, bottom = (ty + 1) * T < s->h ? (ty + 1) * T : s->h;
+      if (v->have[t] == s->tile_ver[t]) continue;
+      v->have[t] = s->tile_ver[t];
+      for (int y = ty * T; y < bottom; y++)
+        v->vhash[(size_t)y * s->ntx + tx] = s->row_hash[(size_t)y * s->ntx + tx];
+    }
+  v->full = 0;
+}
+
+int rm_screen_frame(rm_screen *s, rm_screen_viewer *v, const uint8_t **msg, size_t *len)
+{
+  int dirty = 0, rc;
+  if (v->gen != s->gen && (rc = fit(v, s)) < 0) return rc;
+  for (int t = 0; t < s->ntx * s->nty && !dirty; t++) dirty = v->have[t] != s->tile_ver[t];
+  if (!dirty) return 0;
+  v->nrects = 0;
+  if ((rc = plan_copies(s, v)) < 0 || (rc = plan_tiles(s, v)) < 0) return rc;
+  if (v->nrects && (rc = build(s, v)) < 0) return rc;
+  commit(s, v);
+  if (!v->nrects) return 0; /* tiles changed and changed back */
+  v->seq++;
+  *msg = v->msg.p;
+  *len = v->msg.len;
+  return 1;
+}
