@@ -37,6 +37,8 @@ int rm__http_fields_scan(rm__http_fields *s, const char *buf, size_t len, size_t
 void *rm__http_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 
 int rm__http_is_tchar(unsigned char c);
+/* The value of a hex digit, or -1. */
+int rm__http_hex(unsigned char c);
 /* Walks a comma-separated list: 1 with the next non-empty element, trimmed,
  * 0 at the end. */
 int rm__http_list_next(const char **cur, const char *end, rm_http_slice *item);

@@ -344,13 +344,6 @@ static int finish_head(rm_http_parser *p, const char *buf) {
 
 /* ---- chunked body ---- */
 
-static int hex(unsigned char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 static int start_chunk(rm_http_parser *p) {
   if (p->remaining == 0) {
     p->state = P_TRAILERS;
@@ -371,7 +364,7 @@ static int scan_chunk_line(rm_http_parser *p, const char *b, size_t n, size_t *t
   size_t i;
   for (i = 0; i < n; i++) {
     unsigned char c = (unsigned char)b[i];
-    int d = hex(c);
+    int d = rm__http_hex(c);
     if (++p->chunk_line > p->lim.max_chunk_line) return bad(p, "chunk-size line too long");
     switch (p->sub) {
     case C_FIRST:

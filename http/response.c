@@ -1,0 +1,180 @@
+/* http/response.c: what a server writes: status lines and fields into the
+ * caller's buffer, chunk-size lines, and HTTP dates. */
+#include <stdio.h>
+#include <string.h>
+#include "http/fields.h"
+
+typedef struct reason {
+  int status;
+  const char *text;
+} reason;
+
+static const reason reasons[] = {
+  {100, "Continue"}, {101, "Switching Protocols"},
+  {200, "OK"}, {201, "Created"}, {202, "Accepted"}, {204, "No Content"},
+  {206, "Partial Content"},
+  {301, "Moved Permanently"}, {302, "Found"}, {303, "See Other"}, {304, "Not Modified"},
+  {307, "Temporary Redirect"}, {308, "Permanent Redirect"},
+  {400, "Bad Request"}, {401, "Unauthorized"}, {403, "Forbidden"}, {404, "Not Found"},
+  {405, "Method Not Allowed"}, {406, "Not Acceptable"}, {408, "Request Timeout"},
+  {409, "Conflict"}, {410, "Gone"}, {411, "Length Required"}, {412, "Precondition Failed"},
+  {413, "Content Too Large"}, {414, "URI Too Long"}, {415, "Unsupported Media Type"},
+  {416, "Range Not Satisfiable"}, {417, "Expectation Failed"}, {426, "Upgrade Required"},
+  {429, "Too Many Requests"}, {431, "Request Header Fields Too Large"},
+  {500, "Internal Server Error"}, {501, "Not Implemented"}, {502, "Bad Gateway"},
+  {503, "Service Unavailable"}, {504, "Gateway Timeout"}, {505, "HTTP Version Not Supported"},
+};
+
+const char *rm_http_reason(int status) {
+  size_t i;
+  for (i = 0; i < sizeof reasons / sizeof *reasons; i++)
+    if (reasons[i].status == status) return reasons[i].text;
+  return "Unknown";
+}
+
+/* ---- the head writer ---- */
+
+static void put(rm_http_head *w, const char *s, size_t n) {
+  if (w->err) return;
+  if (n > w->cap - w->len) {
+    w->err = RM_EFULL;
+    return;
+  }
+  memcpy(w->buf + w->len, s, n);
+  w->len += n;
+}
+
+static void puts_(rm_http_head *w, const char *s) {
+  put(w, s, strlen(s));
+}
+
+void rm_http_head_begin(rm_http_head *w, char *buf, size_t cap, int status, const char *why) {
+  char line[32];
+  w->buf = buf;
+  w->cap = cap;
+  w->len = 0;
+  w->err = status < 100 || status > 999 ? RM_EINVAL : RM_OK;
+  snprintf(line, sizeof line, "HTTP/1.1 %d ", status);
+  puts_(w, line);
+  if (why && strpbrk(why, "\r\n")) w->err = w->err ? w->err : RM_EINVAL;
+  puts_(w, why ? why : rm_http_reason(status));
+  put(w, "\r\n", 2);
+}
+
+/* A value may hold blanks and visible bytes, never a control byte. */
+static int value_ok(const char *v, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)v[i];
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return 0;
+  }
+  return 1;
+}
+
+void rm_http_head_add(rm_http_head *w, const char *name, const char *value, size_t value_len) {
+  const char *c;
+  if (w->err) return;
+  for (c = name; *c; c++)
+    if (!rm__http_is_tchar((unsigned char)*c)) break;
+  if (*c || c == name || !value_ok(value, value_len)) {
+    w->err = RM_EINVAL;
+    return;
+  }
+  puts_(w, name);
+  put(w, ": ", 2);
+  put(w, value, value_len);
+  put(w, "\r\n", 2);
+}
+
+long rm_http_head_end(rm_http_head *w, int framing, uint64_t length) {
+  char line[48];
+  if (framing == RM_HTTP_FRAME_LENGTH) {
+    snprintf(line, sizeof line, "Content-Length: %llu\r\n", (unsigned long long)length);
+    puts_(w, line);
+  } else if (framing == RM_HTTP_FRAME_CHUNKED) {
+    puts_(w, "Transfer-Encoding: chunked\r\n");
+  } else if (framing != RM_HTTP_FRAME_NONE && !w->err) {
+    w->err = RM_EINVAL;
+  }
+  put(w, "\r\n", 2);
+  return w->err ? w->err : (long)w->len;
+}
+
+size_t rm_http_chunk_header(char out[RM_HTTP_CHUNK_HEADER_MAX], uint64_t n) {
+  return (size_t)snprintf(out, RM_HTTP_CHUNK_HEADER_MAX, "%llx\r\n", (unsigned long long)n);
+}
+
+/* ---- dates ---- */
+
+static const char day_names[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+static const char month_names[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+int rm_http_date_format(time_t t, char out[RM_HTTP_DATE_LEN + 1]) {
+  struct tm tm;
+  char text[80]; /* the year check makes it exactly RM_HTTP_DATE_LEN */
+  if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 0) return RM_EINVAL;
+  snprintf(text, sizeof text, "%s, %02d %s %04d %02d:%02d:%02d GMT", day_names[tm.tm_wday],
+           tm.tm_mday, month_names[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  memcpy(out, text, RM_HTTP_DATE_LEN + 1);
+  return RM_OK;
+}
+
+const char *rm_http_date_cached(rm_http_date_cache *c, time_t now) {
+  if (c->text[0] == '\0' || c->sec != now) {
+    if (rm_http_date_format(now, c->text) < 0) return NULL;
+    c->sec = now;
+  }
+  return c->text;
+}
+
+/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar
+ * (Howard Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, int m, int d) {
+  int64_t era, yoe, doy, doe;
+  y -= m <= 2;
+  era = (y >= 0 ? y : y - 399) / 400;
+  yoe = y - era * 400;
+  doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
+static int digits(const char *s, int n) {
+  int v = 0, i;
+  for (i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9') return -1;
+    v = v * 10 + (s[i] - '0');
+  }
+  return v;
+}
+
+static int find_name(const char (*names)[4], int n, const char *s) {
+  int i;
+  for (i = 0; i < n; i++)
+    if (memcmp(names[i], s, 3) == 0) return i;
+  return -1;
+}
+
+/* "Sun, 06 Nov 1994 08:49:37 GMT" */
+int rm_http_date_parse(const char *s, size_t len, time_t *out) {
+  static const char mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  int wday, day, mon, year, hh, mm, ss;
+  int64_t days;
+  if (len != RM_HTTP_DATE_LEN || memcmp(s + 3, ", ", 2) != 0 || s[7] != ' ' || s[11] != ' ' ||
+      s[16] != ' ' || s[19] != ':' || s[22] != ':' || memcmp(s + 25, " GMT", 4) != 0)
+    return RM_HTTP_EBAD;
+  wday = find_name(day_names, 7, s);
+  mon = find_name(month_names, 12, s + 8);
+  day = digits(s + 5, 2);
+  year = digits(s + 12, 4);
+  hh = digits(s + 17, 2);
+  mm = digits(s + 20, 2);
+  ss = digits(s + 23, 2);
+  if (wday < 0 || mon < 0 || day < 1 || day > mdays[mon] || year < 0 || hh < 0 || hh > 23 ||
+      mm < 0 || mm > 59 || ss < 0 || ss > 60)
+    return RM_HTTP_EBAD;
+  days = days_from_civil(year, mon + 1, day);
+  *out = (time_t)(days * 86400 + hh * 3600 + mm * 60 + ss);
+  return RM_OK;
+}
