@@ -197,9 +197,11 @@ static void test_stream_write_retry(void) {
   rm_tls_config *scfg = server_cfg(NULL, 0), *ccfg = client_cfg(self_crt, NULL, 0);
   static char out[200000], in[200000];
   size_t sent = 0, got = 0, offered = 1000;
+  int small = 4096, waits = 0;
   pair p;
   if (!scfg || !ccfg || pair_open(&p, scfg, ccfg, "localhost") != 0) return;
   pair_handshake(&p);
+  setsockopt(p.fd[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
   for (size_t i = 0; i < sizeof out; i++) out[i] = (char)(i * 7 + i / 251);
   for (int i = 0; i < 100000 && got < sizeof in; i++) {
     if (sent < sizeof out) {
@@ -209,6 +211,7 @@ static void test_stream_write_retry(void) {
         offered = 3000;
       } else {
         CHECK_EQ(w, RM_EAGAIN);
+        waits++;
         offered += 500; /* the queue grew while the socket was full */
       }
       if (offered > sizeof out - sent) offered = sizeof out - sent;
@@ -218,6 +221,7 @@ static void test_stream_write_retry(void) {
       if (r > 0) got += (size_t)r;
     }
   }
+  CHECK(waits > 0); /* the case under test did happen */
   CHECK_EQ(got, sizeof in);
   CHECK(memcmp(in, out, sizeof in) == 0);
   pair_close(&p);
@@ -404,6 +408,200 @@ static void test_idle_memory(void) {
   rm_tls_config_unref(ccfg);
 }
 
+/* ---- on an rm_loop: a TLS echo server and clients over 127.0.0.1 ---- */
+
+typedef struct world {
+  rm_loop *loop;
+  rm_tls_config *scfg;
+  int upgrade;        /* the next accepted connection starts in plaintext */
+  int srv_ends;       /* server connections finished */
+  int srv_err;        /* how the last one ended */
+  size_t srv_preread; /* bytes handed back at the last upgrade */
+} world;
+
+typedef struct peer {
+  world *w;
+  rm_conn *c;
+  rm_tls_config *cfg;
+  const char *host;
+  int plain;   /* before STARTTLS */
+  int garbage; /* a client that speaks HTTP to the TLS port */
+  int hs, done, err;
+  char buf[512];
+  size_t len;
+  rm_tls_info info;
+  unsigned char session[4096];
+  size_t session_len; /* in: offer it; out: the saved one */
+} peer;
+
+static void srv_end(peer *p, int err) {
+  p->w->srv_ends++;
+  p->w->srv_err = err;
+  rm_conn_close(p->c);
+  free(p);
+}
+
+/* The server reads a plaintext line first on upgrade, then echoes over TLS. */
+static void srv_step(rm_conn *c, void *ud) {
+  peer *p = ud;
+  char buf[4096];
+  long r;
+  if (p->plain) {
+    char *eol;
+    r = rm_conn_read(c, p->buf + p->len, sizeof p->buf - p->len);
+    if (r <= 0) { if (r != RM_EAGAIN) srv_end(p, (int)r); return; }
+    p->len += (size_t)r;
+    if (!(eol = memchr(p->buf, '\n', p->len))) return;
+    p->plain = 0;
+    p->w->srv_preread = (size_t)(p->buf + p->len - eol - 1);
+    if (rm_tls_attach(c, p->w->scfg, NULL, eol + 1, p->w->srv_preread) != RM_OK) { srv_end(p, RM_EINVAL); return; }
+  }
+  if (p->hs == RM_EAGAIN && (p->hs = rm_tls_handshake(c)) != RM_OK) {
+    if (p->hs != RM_EAGAIN) srv_end(p, p->hs);
+    return;
+  }
+  while ((r = rm_conn_read(c, buf, sizeof buf)) > 0) rm_conn_write(c, buf, (size_t)r);
+  if (r != RM_EAGAIN) srv_end(p, (int)r);
+}
+
+static const rm_conn_handler srv_handler = {NULL, srv_step, srv_step, NULL};
+
+static void on_accept(rm_listener *l, int fd, void *ud) {
+  world *w = ud;
+  peer *p = calloc(1, sizeof *p);
+  p->w = w;
+  p->hs = RM_EAGAIN;
+  p->plain = w->upgrade;
+  p->c = rm_conn_new(w->loop, fd, &srv_handler, p);
+  rm_conn_want_read(p->c, 1);
+  if (!p->plain && rm_tls_attach(p->c, w->scfg, NULL, NULL, 0) == RM_OK) rm_tls_handshake(p->c);
+}
+
+static void cli_end(peer *p, int err) {
+  p->done = 1;
+  p->err = err;
+  rm_conn_close(p->c);
+}
+
+static void cli_step(rm_conn *c, void *ud) {
+  peer *p = ud;
+  long r;
+  if (p->garbage) { /* wait for the server to give up on us */
+    char b[256];
+    while ((r = rm_conn_read(c, b, sizeof b)) > 0) {}
+    if (r != RM_EAGAIN) cli_end(p, (int)r);
+    return;
+  }
+  if (p->hs == RM_EAGAIN) {
+    if ((p->hs = rm_tls_handshake(c)) == RM_EAGAIN) return;
+    if (p->hs != RM_OK) { cli_end(p, p->hs); return; }
+    rm_tls_stream_info(rm_tls_of(c), &p->info);
+    rm_conn_write(c, "ping\n", 5);
+  }
+  while ((r = rm_conn_read(c, p->buf + p->len, sizeof p->buf - p->len)) > 0) p->len += (size_t)r;
+  if (p->len == 5) {
+    rm_tls_session_save(rm_tls_of(c), p->session, sizeof p->session, &p->session_len);
+    rm_tls_close(c);
+    cli_end(p, RM_OK);
+  } else if (r != RM_EAGAIN) {
+    cli_end(p, (int)r);
+  }
+}
+
+static void cli_connect(rm_conn *c, int err, void *ud) {
+  peer *p = ud;
+  p->c = c;
+  if (err) { cli_end(p, err); return; }
+  rm_conn_want_read(c, 1);
+  if (p->garbage) { rm_conn_write(c, "GET / HTTP/1.0\r\n\r\n", 18); return; }
+  if (p->plain) rm_conn_write(c, "STARTTLS\n", 9); /* and the ClientHello right behind it */
+  if (rm_tls_attach(c, p->cfg, p->host, NULL, 0) != RM_OK ||
+      (p->session_len && rm_tls_session_resume(rm_tls_of(c), p->session, p->session_len) != RM_OK)) {
+    cli_end(p, RM_EINVAL);
+    return;
+  }
+  p->session_len = 0;
+  cli_step(c, p);
+}
+
+static const rm_conn_handler cli_handler = {cli_connect, cli_step, cli_step, NULL};
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void run_until(world *w, const int *counter, int target) {
+  double end = now_s() + 10;
+  while (*counter < target && now_s() < end) rm_loop_run_once(w->loop, 50);
+}
+
+/* One client from connect to close; returns how it ended. */
+static int client(world *w, int port, peer *p) {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  rm_conn *c;
+  int ends = w->srv_ends;
+  p->w = w;
+  p->hs = RM_EAGAIN;
+  p->done = 0;
+  p->len = 0;
+  if (rm_addr_parse("127.0.0.1", port, AF_INET, &ss, &len) != RM_OK ||
+      rm_conn_connect(w->loop, (struct sockaddr *)&ss, len, NULL, 0, &cli_handler, p, &c) != RM_OK)
+    return RM_ECONNECT;
+  run_until(w, &p->done, 1);
+  run_until(w, &w->srv_ends, ends + 1);
+  return p->done ? p->err : RM_ETIMEDOUT;
+}
+
+static void test_loop(void) {
+  world w = {0};
+  rm_listener *l;
+  rm_tls_config *ccfg = client_cfg(self_crt, NULL, 0), *wrong = client_cfg(other_crt, NULL, 0);
+  peer p = {.host = "localhost"}, bad = {.host = "localhost"}, junk = {.garbage = 1};
+  int port;
+  w.loop = rm_loop_new(NULL);
+  w.scfg = server_cfg(NULL, 0);
+  if (!w.loop || !w.scfg || !ccfg || !wrong ||
+      rm_listen(w.loop, "127.0.0.1", 0, 0, 16, on_accept, &w, &l) != RM_OK) { CHECK(0); return; }
+  port = rm_listener_port(l);
+  p.cfg = ccfg;
+  bad.cfg = wrong;
+
+  CHECK_EQ(client(&w, port, &p), RM_OK);
+  CHECK(p.len == 5 && memcmp(p.buf, "ping\n", 5) == 0);
+  CHECK(p.info.verified && !p.info.resumed);
+  CHECK(p.session_len > 0);
+  CHECK_EQ(w.srv_err, 0); /* the server read the end of the stream */
+
+  CHECK_EQ(client(&w, port, &p), RM_OK); /* p offers the session saved above */
+  CHECK(p.info.resumed);
+
+  CHECK_EQ(client(&w, port, &bad), RM_TLS_ENOTTRUSTED);
+  CHECK_EQ(w.srv_err, RM_TLS_EALERT);
+  CHECK_EQ(client(&w, port, &junk), 0);
+  CHECK_EQ(w.srv_err, RM_TLS_EHANDSHAKE);
+
+  p.session_len = 0; /* the listener still serves */
+  CHECK_EQ(client(&w, port, &p), RM_OK);
+  CHECK(p.len == 5 && !p.info.resumed);
+
+  w.upgrade = 1; /* STARTTLS: the server reads the line and the ClientHello together */
+  p.plain = 1;
+  CHECK_EQ(client(&w, port, &p), RM_OK);
+  CHECK(p.len == 5 && memcmp(p.buf, "ping\n", 5) == 0);
+  CHECK(w.srv_preread > 0);
+
+  rm_listener_close(l);
+  for (int i = 0; i < 100 && rm_conn_count(w.loop) > 0; i++) rm_loop_run_once(w.loop, 20);
+  CHECK_EQ(rm_conn_count(w.loop), 0);
+  rm_loop_free(w.loop);
+  rm_tls_config_unref(w.scfg);
+  rm_tls_config_unref(ccfg);
+  rm_tls_config_unref(wrong);
+}
+
 /* ---- interoperability with openssl, over blocking sockets ---- */
 
 static int free_port(void) {
@@ -582,6 +780,7 @@ int main(void) {
   RUN(test_garbage_hello);
   RUN(test_stream_preread);
   RUN(test_idle_memory);
+  RUN(test_loop);
   RUN(test_openssl_server);
   RUN(test_openssl_client);
   {
