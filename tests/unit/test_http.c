@@ -143,6 +143,215 @@ static void test_splits(void) {
   for (i = 0; i < sizeof examples / sizeof *examples; i++) CHECK(same_in_every_split(examples[i]));
 }
 
+
+/* The status a server would answer in with the whole input parsed: 200 when
+ * every message parsed. */
+static int status_of(const char *in, const rm_http_limits *lim) {
+  static transcript t;
+  feed(in, strlen(in), NULL, 0, lim, &t);
+  return rm_http_status_for(t.err);
+}
+
+static void test_transcripts(void) {
+  static transcript t;
+  parse_whole(examples[3], NULL, &t);
+  CHECK(strcmp(t.text, "POST /c 1.1 flags=3 cl=-1 head=57 [Host=x] [Transfer-Encoding=chunked] "
+                       "body:hello world <T1=a> <T2=b> DONE\n") == 0);
+  parse_whole(examples[1], NULL, &t);
+  CHECK(strstr(t.text, "[User-Agent=curl/8] [Accept=*/*]") != NULL); /* OWS trimmed */
+  CHECK(strstr(t.text, " 1.0 flags=0 ") != NULL);
+}
+
+static void test_pipelining(void) {
+  static transcript t;
+  const char *in = examples[4];
+  parse_whole(in, NULL, &t);
+  CHECK_EQ(t.err, 0);
+  CHECK(strstr(t.text, "GET /a 1.1 flags=1") == t.text);
+  CHECK(strstr(t.text, "body:abc DONE\nGET /c 1.1 flags=0 ") != NULL);
+  CHECK_EQ(t.left, 0);
+  /* the parser stops at the end of one message and leaves the next alone */
+  {
+    rm_http_parser *p = rm_http_parser_new(NULL, NULL, NULL);
+    rm_http_event ev;
+    const char *two = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
+    long n = rm_http_parse(p, two, strlen(two), &ev);
+    CHECK_EQ(ev.type, RM_HTTP_HEAD);
+    CHECK_EQ(n, 28);
+    CHECK_EQ(rm_http_parse(p, two + n, strlen(two) - (size_t)n, &ev), 0);
+    CHECK_EQ(ev.type, RM_HTTP_DONE);
+    CHECK_EQ(rm_http_parse(p, two + n, strlen(two) - (size_t)n, &ev), 0); /* stays DONE */
+    CHECK_EQ(ev.type, RM_HTTP_DONE);
+    rm_http_parser_reset(p);
+    CHECK_EQ(rm_http_parse(p, two + n, strlen(two) - (size_t)n, &ev), 28);
+    CHECK_EQ(ev.type, RM_HTTP_HEAD);
+    CHECK(rm_http_parser_request(p)->target.p[1] == '2');
+    rm_http_parser_free(p);
+  }
+  /* the leftover of an incomplete pipelined request is not consumed */
+  parse_whole(examples[6], NULL, &t);
+  CHECK_EQ(t.left, strlen("GET / HTTP/1.1\r\n"));
+}
+
+static void test_chunked(void) {
+  static transcript t;
+  parse_whole("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n"
+              "A\r\n0123456789\r\n00000003\r\nabc\r\n0;last=\"yes\"\r\n\r\n", NULL, &t);
+  CHECK_EQ(t.err, 0);
+  CHECK(strstr(t.text, "body:0123456789abc DONE\n") != NULL);
+  CHECK(same_in_every_split("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            "1;a=b;c\r\nx\r\n0\r\nChecksum: 1\r\n\r\n"));
+  /* trailers come with the request */
+  parse_whole("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: 1\r\n\r\n",
+              NULL, &t);
+  CHECK(strstr(t.text, "body: <A=1> DONE") != NULL);
+}
+
+#define CHUNKED_HEAD "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+static void test_smuggling(void) {
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", NULL), 400);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", NULL), 200);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\nabc", NULL), 200);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 4\r\n\r\nabc", NULL), 400);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc", NULL), 400);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x10\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nContent-Length : 3\r\n\r\nabc", NULL), 400);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", NULL), 501);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", NULL), 501);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n", NULL), 400);
+  /* chunk sizes */
+  CHECK_EQ(status_of(CHUNKED_HEAD "-5\r\nhello\r\n0\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of(CHUNKED_HEAD "0x5\r\nhello\r\n0\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of(CHUNKED_HEAD "5 \r\nhello\r\n0\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of(CHUNKED_HEAD "\r\nhello\r\n0\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of(CHUNKED_HEAD "5\nhello\r\n0\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of(CHUNKED_HEAD "5\r\nhelloXX\r\n0\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of(CHUNKED_HEAD "5\r\nhello\n0\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of(CHUNKED_HEAD "5;a\x01\r\nhello\r\n0\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of(CHUNKED_HEAD "10000000000000000\r\n", NULL), 400); /* 2^64 overflows */
+  CHECK_EQ(status_of(CHUNKED_HEAD "ffffffffffffffff\r\n", NULL), 413);
+  CHECK_EQ(status_of(CHUNKED_HEAD "0000000000000000000000001\r\nx\r\n0\r\n\r\n", NULL), 200);
+  /* line syntax */
+  CHECK_EQ(status_of("GET / HTTP/1.1\nHost: x\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("GET / HTTP/1.1\r\nHost: x\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("GET / HTTP/1.1\r\nHost: x\rY: 1\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("GET  / HTTP/1.1\r\nHost: x\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("GET / HTTP/1.1 \r\nHost: x\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("GET /\x7f HTTP/1.1\r\nHost: x\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("G@T / HTTP/1.1\r\nHost: x\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("GET / HTTP/1.1\r\n Host: x\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("GET / HTTP/1.1\r\nHost: x\r\nA: b\r\n c\r\n\r\n", NULL), 400); /* obs-fold */
+  CHECK_EQ(status_of("GET / HTTP/1.1\r\nHost: x\r\n: v\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("GET / HTTP/1.1\r\nHost: x\r\nA: b\x01\r\n\r\n", NULL), 400);
+  {
+    const char nul[] = "GET / HTTP/1.1\r\nHost: x\r\nA: b\0c\r\n\r\n";
+    static transcript t;
+    feed(nul, sizeof nul - 1, NULL, 0, NULL, &t);
+    CHECK_EQ(rm_http_status_for(t.err), 400);
+  }
+  CHECK_EQ(status_of("GET / HTTP/1.1\r\n\r\n", NULL), 400);                 /* no Host */
+  CHECK_EQ(status_of("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("GET / HTTP/1.0\r\n\r\n", NULL), 200);
+  CHECK_EQ(status_of("GET / HTTP/1.2\r\nHost: x\r\n\r\n", NULL), 505);
+  CHECK_EQ(status_of("GET / HTTP/2.0\r\nHost: x\r\n\r\n", NULL), 505);
+  CHECK_EQ(status_of("GET / HTTP/1.10\r\nHost: x\r\n\r\n", NULL), 400);
+  CHECK_EQ(status_of("GET / http/1.1\r\nHost: x\r\n\r\n", NULL), 400);
+}
+
+static void test_limits(void) {
+  rm_http_limits lim;
+  static char big[40000];
+  size_t i;
+  rm_http_limits_default(&lim);
+  /* request line */
+  strcpy(big, "GET /");
+  memset(big + 5, 'a', 9000);
+  strcpy(big + 9005, " HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK_EQ(status_of(big, NULL), 414);
+  lim.max_request_line = 10000;
+  CHECK_EQ(status_of(big, &lim), 200);
+  /* header section */
+  strcpy(big, "GET / HTTP/1.1\r\nHost: x\r\nBig: ");
+  memset(big + strlen(big), 'b', 17000);
+  strcat(big, "\r\n\r\n");
+  CHECK_EQ(status_of(big, NULL), 431);
+  lim.max_head = 20000;
+  CHECK_EQ(status_of(big, &lim), 200);
+  /* number of fields */
+  strcpy(big, "GET / HTTP/1.1\r\nHost: x\r\n");
+  for (i = 0; i < 100; i++) strcat(big, "A: 1\r\n");
+  strcat(big, "\r\n");
+  CHECK_EQ(status_of(big, NULL), 431);
+  lim.max_headers = 101;
+  CHECK_EQ(status_of(big, &lim), 200);
+  /* body */
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 8388609\r\n\r\n", NULL), 413);
+  lim.max_body = 4;
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", &lim), 413);
+  CHECK_EQ(status_of("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nhell", &lim), 200);
+  CHECK_EQ(status_of(CHUNKED_HEAD "2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n", &lim), 413);
+  CHECK_EQ(status_of(CHUNKED_HEAD "2\r\nhe\r\n2\r\nll\r\n0\r\n\r\n", &lim), 200);
+  /* trailers share the header budget */
+  lim.max_headers = 2;
+  CHECK_EQ(status_of(CHUNKED_HEAD "0\r\nA: 1\r\n\r\n", &lim), 431);
+  /* chunk-size line */
+  lim.max_chunk_line = 8;
+  CHECK_EQ(status_of(CHUNKED_HEAD "1;abcdefgh\r\nx\r\n0\r\n\r\n", &lim), 400);
+  /* the caller raises the body limit for one message */
+  {
+    rm_http_parser *p = rm_http_parser_new(&lim, NULL, NULL);
+    const char *in = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+    rm_http_event ev;
+    long n = rm_http_parse(p, in, strlen(in), &ev);
+    CHECK_EQ(ev.type, RM_HTTP_HEAD);
+    rm_http_parser_set_max_body(p, 5);
+    CHECK_EQ(rm_http_parse(p, in + n, strlen(in) - (size_t)n, &ev), 5);
+    CHECK_EQ(ev.type, RM_HTTP_BODY);
+    rm_http_parser_free(p);
+  }
+  CHECK_EQ(rm_http_status_for(RM_ENOMEM), 503);
+  CHECK_EQ(rm_http_status_for(RM_HTTP_ERANGE), 416);
+}
+
+static void test_flags(void) {
+  static transcript t;
+  parse_whole("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", NULL, &t);
+  CHECK(strstr(t.text, "flags=1 ") != NULL);
+  parse_whole("GET / HTTP/1.1\r\nHost: x\r\nConnection: foo, close\r\n\r\n", NULL, &t);
+  CHECK(strstr(t.text, "flags=0 ") != NULL);
+  parse_whole("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n", NULL, &t);
+  CHECK(strstr(t.text, "flags=1 ") != NULL); /* Upgrade without Connection: upgrade */
+  parse_whole("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c, WebSocket\r\n\r\n", NULL, &t);
+  CHECK(strstr(t.text, "flags=9 ") != NULL);
+  parse_whole("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx", NULL, &t);
+  CHECK(strstr(t.text, "flags=0 ") != NULL); /* 1.0 clients never wait */
+  {
+    rm_http_header h[2] = {{"Host", 4, "x", 1}, {"X-Thing", 7, "y", 1}};
+    CHECK(rm_http_header_find(h, 2, "x-THING") == &h[1]);
+    CHECK(rm_http_header_find(h, 2, "x-thin") == NULL);
+  }
+}
+
+static void test_errors_stick(void) {
+  rm_http_parser *p = rm_http_parser_new(NULL, NULL, NULL);
+  rm_http_event ev;
+  const char *in = "GET / HTTP/1.1\r\nA : b\r\n\r\n";
+  CHECK_EQ(rm_http_parse(p, in, strlen(in), &ev), RM_HTTP_EBAD);
+  CHECK(strcmp(rm_http_parser_error(p), "whitespace before colon") == 0);
+  CHECK_EQ(rm_http_parse(p, "", 0, &ev), RM_HTTP_EBAD);
+  rm_http_parser_free(p);
+}
 int main(int argc, char **argv) {
   if (argc > 1) { /* debugging aid: print each example's transcript */
     size_t i;
@@ -154,5 +363,12 @@ int main(int argc, char **argv) {
     return 0;
   }
   RUN(test_splits);
+  RUN(test_transcripts);
+  RUN(test_pipelining);
+  RUN(test_chunked);
+  RUN(test_smuggling);
+  RUN(test_limits);
+  RUN(test_flags);
+  RUN(test_errors_stick);
   return CHECK_DONE();
 }
