@@ -1,0 +1,45 @@
+/* lua/lsocket.h: the socket object behind ba.socket, shared by the files
+ * that implement its kinds (TCP and listeners in lsocket.c, UDP in ludp.c). */
+#ifndef REMORA_LUA_LSOCKET_H
+#define REMORA_LUA_LSOCKET_H
+
+#include "lua/rt.h"
+
+#define RM_SOCKET_MT "ba.socket"
+
+enum { RM_SK_NEW, RM_SK_TCP, RM_SK_LISTEN, RM_SK_UDP, RM_SK_CLOSED };
+enum { RM_PENDING_MAX = 8 };   /* accepted connections waiting for accept() */
+
+struct rm_sock {
+  rm_rt *rt;
+  int kind, mode;           /* mode: 0, 'r' (asynchronous) or 's' (cosocket) */
+  rm_conn *conn;
+  rm_listener *lst;
+  int fd;                   /* UDP */
+  int udp_connected, ipv6, disabled;
+  rm_co *owner;             /* the coroutine bound by event() */
+  rm_co *reader;            /* waiting in read() or accept() */
+  rm_co *wq_head, *wq_tail; /* writers waiting, FIFO */
+  size_t queuelen;
+  int anchor;               /* registry reference while owned */
+  int pending[RM_PENDING_MAX], npending;
+  rm_resolve *resolve;      /* connect in progress */
+  int connect_err;
+};
+
+rm_sock *rm_sock_check(lua_State *L, int idx);
+rm_sock *rm_sock_push(lua_State *L, rm_rt *rt, int kind);
+void rm_sock_close(rm_sock *s);
+/* Wakes every coroutine waiting on s with reason. */
+void rm_sock_wake_all(rm_sock *s, int reason);
+/* The coroutine that may wait on s here, or a Lua error naming the rule. */
+rm_co *rm_sock_waiter(lua_State *L, const char *what);
+int rm_sock_wake_result(lua_State *L, rm_co *co);   /* nil, reason for a failed wait */
+
+int rm_udp_new(lua_State *L);        /* ba.socket.udpcon */
+int rm_udp_read(lua_State *L, rm_sock *s);
+int rm_udp_write(lua_State *L, rm_sock *s, const char *p, size_t n);
+int rm_udp_sendto(lua_State *L);
+int rm_udp_setoption(lua_State *L, rm_sock *s, const char *name);
+
+#endif

@@ -1,0 +1,215 @@
+/* The Lua runtime: the coroutine records, the one resume point, the ready
+ * queue, errors and shutdown. See rt.h. */
+#include <string.h>
+#include "lua/rt.h"
+
+static const char RT_KEY = 'R';   /* registry key: its address */
+
+rm_rt *rm_rt_get(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &RT_KEY);
+  rm_rt *rt = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return rt;
+}
+
+void rm__rt_register(lua_State *L, rm_rt *rt) {
+  lua_pushlightuserdata(L, rt);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
+}
+
+static rm_co **co_slot(lua_State *L) { return (rm_co **)lua_getextraspace(L); }
+
+rm_co *rm_co_current(lua_State *L) {
+  rm_co *co = *co_slot(L);
+  if (!co || co->L != L || !rm_loop_on_thread(co->rt->loop)) return NULL;
+  return co;
+}
+
+void rm_rt_enter(rm_rt *rt) { pthread_mutex_lock(&rt->lock); }
+void rm_rt_leave(rm_rt *rt) { pthread_mutex_unlock(&rt->lock); }
+
+const char *rm_errstr(int err) {
+  switch (err) {
+  case RM_ECLOSED: return "socketclosed";
+  case RM_ETIMEDOUT: return "timeout";
+  case RM_ERESOLVE: return "cannotresolve";
+  case RM_ECONNECT: return "cannotconnect";
+  case RM_ENOMEM: return "malloc";
+  case RM_EINVAL: return "incorrectuse";
+  case RM_ELIMIT: return "cannotconnect";
+  default: return "failed";
+  }
+}
+
+int rm_push_error(lua_State *L, const char *reason) {
+  lua_pushnil(L);
+  lua_pushstring(L, reason);
+  return 2;
+}
+
+void rm_rt_log_error(rm_rt *rt, lua_State *co, const char *what) {
+  lua_State *L = rt->L;
+  const char *msg = lua_tostring(co, -1);
+  if (!msg) msg = luaL_typename(co, -1);
+  luaL_traceback(L, co, msg, 0);
+  rm_loop_log(rt->loop, RM_LOG_ERROR, "%s: %s", what, lua_tostring(L, -1));
+  lua_pop(L, 1);
+}
+
+/* ---- coroutine records ---- */
+
+static void co_free(rm_co *co) {
+  rm_rt *rt = co->rt;
+  if (co->prev) co->prev->next = co->next; else rt->all = co->next;
+  if (co->next) co->next->prev = co->prev;
+  rt->nco--;
+  *co_slot(co->L) = NULL;
+  if (co->timer) rm_timer_free(co->timer);
+  luaL_unref(rt->L, LUA_REGISTRYINDEX, co->ref);
+  rm_loop_unref(rt->loop);
+  rm_loop_free_mem(rt->loop, co, sizeof(*co));
+}
+
+/* The coroutine ended, normally or not: release what it owned. */
+static void co_finish(rm_co *co, int result) {
+  if (co->on_done) co->on_done(co, result);
+  rm_sock *s = co->sock;
+  co->sock = NULL;
+  if (s) rm_sock_owner_done(s);
+  co_free(co);
+}
+
+/* The one resume point: runs co until it suspends or ends, and handles
+ * errors and stray yields the same way for every kind of coroutine. */
+static void co_resume(rm_co *co, int nargs) {
+  rm_rt *rt = co->rt;
+  lua_State *prev = rt->running;
+  int nres;
+  rt->running = co->L;
+  int status = lua_resume(co->L, prev, nargs, &nres);
+  rt->running = prev;
+  if (status == LUA_YIELD) {
+    if (co->waiting) return;           /* suspended by a binding: it will be woken */
+    co->yielded = nres > 0 && lua_toboolean(co->L, -nres);
+    lua_pop(co->L, nres);
+    if (co->flags & RM_CO_BARE_YIELD) return;  /* the owner (a timer) resumes it */
+    lua_pushliteral(co->L, "invalid yield: a socket coroutine may only be suspended by remora's calls");
+    status = LUA_ERRRUN;
+  }
+  int result = status == LUA_OK && nres > 0 && lua_toboolean(co->L, -nres);
+  if (status != LUA_OK) {
+    rm_rt_log_error(rt, co->L, "error in coroutine");
+    lua_resetthread(co->L);   /* closes its to-be-closed variables */
+  }
+  co_finish(co, result);
+}
+
+void rm_co_kill(rm_co *co) {
+  if (co->on_wake) co->on_wake(co);   /* whatever it waited on forgets it */
+  lua_resetthread(co->L);
+  co_finish(co, 0);
+}
+
+rm_co *rm_co_new(rm_rt *rt, lua_State *L, int nargs, rm_sock *owner, int flags) {
+  rm_co *co = rm_loop_alloc(rt->loop, sizeof(*co));
+  if (!co) luaL_error(L, "out of memory");
+  memset(co, 0, sizeof(*co));
+  lua_State *T = lua_newthread(L);
+  co->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  co->rt = rt;
+  co->L = T;
+  co->sock = owner;
+  co->flags = flags;
+  *co_slot(T) = co;
+  co->next = rt->all;
+  if (rt->all) rt->all->prev = co;
+  rt->all = co;
+  rt->nco++;
+  rm_loop_ref(rt->loop);
+  lua_xmove(L, T, nargs + 1);
+  co->nargs = nargs;
+  return co;
+}
+
+/* Runs a new coroutine, or resumes one that yielded by itself (a timer). */
+int rm_co_run(rm_co *co) {
+  lua_State *T = co->L;
+  int n = co->nargs;
+  co->nargs = 0;
+  co_resume(co, n);
+  return *co_slot(T) == co;
+}
+
+/* ---- waiting ---- */
+
+static void wait_timeout(rm_timer *t, void *ud) {
+  rm_co *co = ud;
+  rm_rt_enter(co->rt);
+  rm_co_wake(co, RM_WAKE_TIMEOUT);
+  rm_rt_run_ready(co->rt);
+  rm_rt_leave(co->rt);
+}
+
+int rm_co_suspend(lua_State *L, rm_co *co, int why, rm_sock *on, long timeout_ms,
+                  lua_KFunction k, lua_KContext ctx) {
+  if (co->rt->shutting_down) {   /* nothing will wake it again */
+    if (co->flags & RM_CO_SHUTDOWN_SEEN)
+      return luaL_error(L, "sysshutdown: the process is stopping; this coroutine must end");
+    co->flags |= RM_CO_SHUTDOWN_SEEN;
+    co->wake = RM_WAKE_SHUTDOWN;
+    return k(L, LUA_YIELD, ctx);
+  }
+  co->waiting = why;
+  co->wait_sock = on;
+  co->wake = 0;
+  if (timeout_ms >= 0) {
+    if (!co->timer && !(co->timer = rm_timer_new(co->rt->loop, wait_timeout, co)))
+      return luaL_error(L, "out of memory");
+    rm_timer_start(co->timer, (uint64_t)timeout_ms, 0);
+  }
+  return lua_yieldk(L, 0, ctx, k);
+}
+
+void rm_co_wake(rm_co *co, int reason) {
+  if (!co->waiting || co->ready) return;   /* the first reason wins */
+  rm_rt *rt = co->rt;
+  if (co->on_wake) co->on_wake(co);
+  co->on_wake = NULL;
+  co->wait_sock = NULL;
+  if (co->timer) rm_timer_stop(co->timer);
+  co->wake = reason;
+  co->ready = 1;
+  co->rnext = NULL;
+  if (rt->ready_tail) rt->ready_tail->rnext = co; else rt->ready_head = co;
+  rt->ready_tail = co;
+}
+
+void rm_co_wake_with(rm_co *co, lua_State *from, int nargs) {
+  if (!co->waiting || co->ready) { lua_pop(from, nargs); return; }
+  lua_xmove(from, co->L, nargs);
+  co->nargs = nargs;
+  rm_co_wake(co, RM_WAKE_READY);
+}
+
+void rm_rt_run_ready(rm_rt *rt) {
+  if (rt->running) return;   /* the outermost resume drains the queue */
+  rm_co *co;
+  while ((co = rt->ready_head) != NULL) {
+    rt->ready_head = co->rnext;
+    if (!rt->ready_head) rt->ready_tail = NULL;
+    co->ready = 0;
+    co->waiting = RM_WAIT_NONE;
+    int n = co->nargs;
+    co->nargs = 0;
+    co_resume(co, n);
+  }
+}
+
+void rm_rt_shutdown(rm_rt *rt) {
+  rt->shutting_down = 1;
+  for (rm_co *co = rt->all; co; co = co->next) {
+    if (co->waiting && !co->ready) co->flags |= RM_CO_SHUTDOWN_SEEN;
+    rm_co_wake(co, RM_WAKE_SHUTDOWN);
+  }
+  rm_rt_run_ready(rt);
+}

@@ -1,0 +1,108 @@
+/* lua/rt.h: the Lua runtime on the dispatcher: one Lua state, its lock, and
+ * the coroutines the bindings suspend and resume.
+ *
+ * Every coroutine remora starts (socket coroutines, the main chunk, timers,
+ * pages) has an rm_co record, found through the thread's extra space. A
+ * binding that must wait calls rm_co_suspend() with a continuation; whoever
+ * ends the wait calls rm_co_wake(), which queues the coroutine; the queue is
+ * run by rm_rt_run_ready(), the one place where coroutines are resumed. */
+#ifndef REMORA_LUA_RT_H
+#define REMORA_LUA_RT_H
+
+#include <pthread.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include "remora/conn.h"
+
+typedef struct rm_rt rm_rt;
+typedef struct rm_co rm_co;
+typedef struct rm_sock rm_sock;
+typedef struct rm_pool rm_pool;
+
+/* Why a suspended coroutine was resumed. */
+enum { RM_WAKE_READY = 1, RM_WAKE_TIMEOUT, RM_WAKE_CLOSED, RM_WAKE_SHUTDOWN };
+
+/* What it waits for (for sock:state() and for unlinking on wake). */
+enum { RM_WAIT_NONE, RM_WAIT_READ, RM_WAIT_WRITE, RM_WAIT_ACCEPT, RM_WAIT_CONNECT,
+       RM_WAIT_SLEEP, RM_WAIT_DISABLED, RM_WAIT_RESOLVE, RM_WAIT_OTHER };
+
+/* Coroutine flags. */
+enum {
+  RM_CO_BARE_YIELD = 1,     /* a bare coroutine.yield is allowed (timers) */
+  RM_CO_SHUTDOWN_SEEN = 2   /* it was told "sysshutdown"; waiting again is an error */
+};
+
+struct rm_co {
+  rm_rt *rt;
+  lua_State *L;
+  int ref;               /* registry anchor of the thread */
+  rm_co *prev, *next;    /* every live coroutine, for shutdown */
+  rm_co *rnext;          /* the ready queue */
+  rm_co *wnext;          /* a socket's queue of waiting writers */
+  rm_sock *sock;         /* the socket this coroutine owns, if any */
+  rm_sock *wait_sock;    /* the socket it waits on, if any */
+  int waiting;           /* RM_WAIT_*, nonzero while suspended by a binding */
+  int wake;              /* RM_WAKE_* after resumption */
+  int ready, flags, nargs;   /* nargs: values moved onto its stack for the resume */
+  rm_timer *timer;       /* the timeout of the current wait */
+  void (*on_wake)(rm_co *co);  /* unlinks the coroutine from what it waited on */
+  void *wait_data;       /* for on_wake: what the wait registered elsewhere */
+  int yielded;           /* after a bare yield: was the first value true? */
+  /* Runs when the coroutine ends; result: it returned a true first value. */
+  void (*on_done)(rm_co *co, int result);
+  void *data;            /* for on_done */
+};
+
+struct rm_rt {
+  rm_loop *loop;
+  lua_State *L;
+  pthread_mutex_t lock;  /* the Lua lock: held by whichever thread runs Lua */
+  rm_pool *pool;         /* worker threads; NULL when there are none */
+  rm_co *all;
+  rm_co *ready_head, *ready_tail;
+  lua_State *running;    /* the coroutine being resumed, or NULL */
+  int shutting_down, nco, dev;
+  size_t queuelen;       /* default write queue bound of new sockets */
+  int nsockets, nlisteners, nudp;
+};
+
+rm_rt *rm_rt_get(lua_State *L);
+/* The remora coroutine running L if L may be suspended here, else NULL. */
+rm_co *rm_co_current(lua_State *L);
+/* Makes a coroutine of fn(args...) (the function and nargs values on top of
+ * L, popped) without running it; rm_co_run() then runs it to its first
+ * suspension and returns whether it is still alive. Between the two the
+ * caller can record the coroutine wherever it will be looked for. */
+rm_co *rm_co_new(rm_rt *rt, lua_State *L, int nargs, rm_sock *owner, int flags);
+int rm_co_run(rm_co *co);
+/* Ends a coroutine suspended by a bare yield (a timer that stopped). */
+void rm_co_kill(rm_co *co);
+/* Suspends the running coroutine; k runs when it is resumed, and reads
+ * co->wake. timeout_ms < 0 waits without a deadline. */
+int rm_co_suspend(lua_State *L, rm_co *co, int why, rm_sock *on, long timeout_ms,
+                  lua_KFunction k, lua_KContext ctx);
+/* Ends a wait: the coroutine runs from the ready queue. nargs values on top
+ * of `from` are moved to it (may be 0 / NULL). */
+void rm_co_wake(rm_co *co, int reason);
+void rm_co_wake_with(rm_co *co, lua_State *from, int nargs);
+void rm_rt_run_ready(rm_rt *rt);
+
+/* The Lua lock around every entry into Lua from the dispatcher. */
+void rm_rt_enter(rm_rt *rt);
+void rm_rt_leave(rm_rt *rt);
+
+/* Logs a Lua error with the traceback of thread co (may be NULL). */
+void rm_rt_log_error(rm_rt *rt, lua_State *co, const char *what);
+/* Resumes every suspended coroutine with "sysshutdown". */
+void rm_rt_shutdown(rm_rt *rt);
+
+/* Barracuda's error strings for dispatcher errors. */
+const char *rm_errstr(int err);
+int rm_push_error(lua_State *L, const char *reason);   /* nil, reason */
+
+/* The modules. */
+int rm_open_socket(lua_State *L);   /* ba.socket */
+int rm_open_timer(lua_State *L);    /* ba.timer, ba.sleep */
+void rm_sock_owner_done(rm_sock *s);  /* the owning coroutine ended */
+
+#endif
