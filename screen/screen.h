@@ -97,4 +97,8 @@ void rm_screen_viewer_reset(rm_screen_viewer *v);
  * up to date, or a negative RM_* code. */
 int rm_screen_frame(rm_screen *s, rm_screen_viewer *v, const uint8_t **msg, size_t *len);
 
+/* The Lua module "screen" (screen/lscreen.c). */
+struct lua_State;
+int luaopen_screen(struct lua_State *L);
+
 #endif
