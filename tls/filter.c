@@ -19,8 +19,12 @@ static size_t f_pending(void *state) {
   return rm_tls_stream_pending(state);
 }
 
+/* After the handshake, waiting to read is the owner's business (want_read):
+ * reporting it would keep the socket watched while the owner holds off, and
+ * a level-triggered loop would spin on data nobody reads. */
 static int f_wants(void *state) {
-  return rm_tls_stream_wants(state);
+  int w = rm_tls_stream_wants(state);
+  return rm_tls_stream_established(state) ? w & RM_WRITE : w;
 }
 
 static void f_free(void *state) {

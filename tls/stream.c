@@ -238,6 +238,10 @@ int rm_tls_stream_close(rm_tls_stream *s) {
   return ret == 0 ? RM_OK : fail(s, ret);
 }
 
+int rm_tls_stream_established(const rm_tls_stream *s) {
+  return s->done;
+}
+
 int rm_tls_stream_wants(const rm_tls_stream *s) {
   return s->wants;
 }

@@ -109,6 +109,7 @@ long rm_tls_stream_read(rm_tls_stream *s, void *buf, size_t n);
 long rm_tls_stream_write(rm_tls_stream *s, const void *buf, size_t n);
 /* Sends close_notify once, without waiting: RM_OK, RM_EAGAIN (dropped), or an error. */
 int rm_tls_stream_close(rm_tls_stream *s);
+int rm_tls_stream_established(const rm_tls_stream *s); /* the handshake is over */
 int rm_tls_stream_wants(const rm_tls_stream *s);      /* RM_READ / RM_WRITE / 0 */
 size_t rm_tls_stream_pending(const rm_tls_stream *s); /* readable without the transport */
 int rm_tls_stream_error(const rm_tls_stream *s);      /* the first fatal error, or 0 */

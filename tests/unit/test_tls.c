@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,6 +166,9 @@ static void test_stream_exchange(void) {
   pair_handshake(&p);
   CHECK_EQ(p.rc, RM_OK);
   CHECK_EQ(p.rs, RM_OK);
+  CHECK(rm_tls_stream_established(p.cli) && rm_tls_stream_established(p.srv));
+  CHECK_EQ(rm_tls_stream_read(p.srv, buf, sizeof buf), RM_EAGAIN);
+  CHECK_EQ(rm_tls_stream_wants(p.srv), RM_READ);
   CHECK_EQ(rm_tls_stream_write(p.cli, "ping", 4), 4);
   CHECK_EQ(pair_read(p.srv, buf, sizeof buf), 4);
   CHECK(memcmp(buf, "ping", 4) == 0);
@@ -663,6 +667,50 @@ static void reap(pid_t pid, int in, int out) {
   waitpid(pid, NULL, 0);
 }
 
+/* Blocking sockets on worker threads, all sharing two configs. */
+typedef struct side {
+  rm_tls_config *cfg;
+  const char *host;
+  int fd, ok;
+} side;
+
+static void *side_run(void *ud) {
+  side *sd = ud;
+  rm_tls_stream *s;
+  rm_tls_io io;
+  char buf[16];
+  set_timeouts(sd->fd, 10);
+  rm_tls_io_fd(&io, sd->fd);
+  if (rm_tls_stream_new(sd->cfg, sd->host, &io, NULL, 0, &s) != RM_OK) return NULL;
+  if (rm_tls_stream_handshake(s) == RM_OK && rm_tls_stream_write(s, "hello", 5) == 5 &&
+      rm_tls_stream_read(s, buf, sizeof buf) == 5 && memcmp(buf, "hello", 5) == 0)
+    sd->ok = 1;
+  rm_tls_stream_free(s);
+  return NULL;
+}
+
+static void test_threads(void) {
+  enum { N = 4 };
+  rm_tls_config *scfg = server_cfg(NULL, 0), *ccfg = client_cfg(self_crt, NULL, 0);
+  side sides[2 * N];
+  pthread_t th[2 * N];
+  if (!scfg || !ccfg) { CHECK(0); return; }
+  for (int i = 0; i < N; i++) {
+    int fd[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, fd) == 0);
+    sides[2 * i] = (side){ccfg, "localhost", fd[0], 0};
+    sides[2 * i + 1] = (side){scfg, NULL, fd[1], 0};
+  }
+  for (int i = 0; i < 2 * N; i++) pthread_create(&th[i], NULL, side_run, &sides[i]);
+  for (int i = 0; i < 2 * N; i++) {
+    pthread_join(th[i], NULL);
+    CHECK(sides[i].ok);
+    close(sides[i].fd);
+  }
+  rm_tls_config_unref(scfg);
+  rm_tls_config_unref(ccfg);
+}
+
 static void test_openssl_server(void) {
   char port_s[16];
   int port = free_port(), in, out, fd;
@@ -781,6 +829,7 @@ int main(void) {
   RUN(test_stream_preread);
   RUN(test_idle_memory);
   RUN(test_loop);
+  RUN(test_threads);
   RUN(test_openssl_server);
   RUN(test_openssl_client);
   {
