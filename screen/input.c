@@ -171,6 +171,7 @@ static int set_clipboard(rm_screen *s, const uint8_t *text, size_t n)
   s->clip_len = n;
   XSetSelectionOwner(s->dpy, s->a_clipboard, s->owner, CurrentTime);
   XSetSelectionOwner(s->dpy, XA_PRIMARY, s->owner, CurrentTime);
+  XSync(s->dpy, False); /* a paste right after this message must find us owning it */
   return RM_OK;
 }
 
