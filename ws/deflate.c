@@ -141,6 +141,11 @@ int rm_ws_deflate(rm_ws_deflater *z, const void *in, size_t n, int fin,
   if (fin) {
     if (len >= 4 && memcmp(z->out + len - 4, flush_tail, 4) == 0)
       len -= 4;
+    /* zlib writes nothing for a flush with nothing new to flush. RFC 7692
+     * section 7.2.3.6 wants one 00 byte (an empty stored block, once the
+     * receiver appends the tail). */
+    if (len == 0)
+      z->out[len++] = 0x00;
     if (z->no_context)
       deflateReset(&z->zs);
   }

@@ -154,19 +154,17 @@ static int check_length(rm_ws_decoder *d)
   return RM_OK;
 }
 
-/* Collects header bytes; returns the bytes taken, or an error. */
-static long take_head(rm_ws_decoder *d, const uint8_t *buf, size_t n)
+/* Collects header bytes from buf[*pos..n), checking each part as it is
+ * complete, so an error comes with the byte that causes it. */
+static int take_head(rm_ws_decoder *d, const uint8_t *buf, size_t n, size_t *pos)
 {
-  size_t i = 0;
   int err;
-  while (i < n && d->head_len < d->head_need) {
-    d->head[d->head_len++] = buf[i++];
+  while (*pos < n && d->head_len < d->head_need) {
+    d->head[d->head_len++] = buf[(*pos)++];
     if (d->head_len == 2 && (err = check_start(d)) < 0)
       return err;
   }
-  if (d->head_len == d->head_need && (err = check_length(d)) < 0)
-    return err;
-  return (long)i;
+  return d->head_len == d->head_need ? check_length(d) : RM_OK;
 }
 
 static void fill_frame(const rm_ws_decoder *d, rm_ws_event *ev)
@@ -202,12 +200,11 @@ static int finish_control(rm_ws_decoder *d, rm_ws_event *ev)
 static int step(rm_ws_decoder *d, uint8_t *buf, size_t n, size_t *pos, rm_ws_event *ev)
 {
   size_t k;
-  long r;
+  int err;
   switch (d->state) {
   case ST_HEAD:
-    if ((r = take_head(d, buf + *pos, n - *pos)) < 0)
-      return (int)r;
-    *pos += (size_t)r;
+    if ((err = take_head(d, buf, n, pos)) < 0)
+      return err;
     if (d->head_len < d->head_need)
       return RM_WS_NEED_MORE;
     d->head_len = 0;
