@@ -191,9 +191,14 @@ int rm_tls_stream_handshake(rm_tls_stream *s) {
   return RM_OK;
 }
 
+/* The end of the session reads as end of stream, whichever way it came. */
+static long read_failed(int err) {
+  return err == RM_TLS_ECLOSENOTIFY || err == RM_ECLOSED ? 0 : err;
+}
+
 long rm_tls_stream_read(rm_tls_stream *s, void *buf, size_t n) {
   int ret;
-  if (s->err) return s->err == RM_TLS_ECLOSENOTIFY ? 0 : s->err;
+  if (s->err) return read_failed(s->err);
   if (n == 0) return RM_EINVAL;
   if (!s->done && (ret = rm_tls_stream_handshake(s)) != RM_OK) return ret;
   ret = mbedtls_ssl_read(&s->ssl, buf, n > INT_MAX ? INT_MAX : n);
@@ -201,11 +206,9 @@ long rm_tls_stream_read(rm_tls_stream *s, void *buf, size_t n) {
     s->wants = 0;
     return ret;
   }
-  /* 0: the transport ended without close_notify. Some peers do that; the
-   * record layer stays authenticated up to that point. */
-  if (ret == 0) return fail(s, MBEDTLS_ERR_SSL_CONN_EOF) == RM_ECLOSED ? 0 : s->err;
-  ret = fail(s, ret);
-  return ret == RM_TLS_ECLOSENOTIFY ? 0 : ret;
+  /* 0: the transport ended without close_notify. Many peers do that, and
+   * every record up to there was authenticated. */
+  return read_failed(fail(s, ret == 0 ? MBEDTLS_ERR_SSL_CONN_EOF : ret));
 }
 
 long rm_tls_stream_write(rm_tls_stream *s, const void *buf, size_t n) {

@@ -195,6 +195,23 @@ static void test_stream_exchange(void) {
   rm_tls_config_unref(ccfg);
 }
 
+/* A transport that ends without close_notify also ends the stream. */
+static void test_stream_eof(void) {
+  rm_tls_config *scfg = server_cfg(NULL, 0), *ccfg = client_cfg(self_crt, NULL, 0);
+  char buf[16];
+  pair p;
+  if (!scfg || !ccfg || pair_open(&p, scfg, ccfg, "localhost") != 0) { CHECK(0); return; }
+  pair_handshake(&p);
+  shutdown(p.fd[0], SHUT_WR);
+  CHECK_EQ(pair_read(p.srv, buf, sizeof buf), 0);
+  CHECK_EQ(rm_tls_stream_error(p.srv), RM_ECLOSED);
+  CHECK_EQ(rm_tls_stream_read(p.srv, buf, sizeof buf), 0);
+  CHECK_EQ(rm_tls_stream_write(p.srv, "x", 1), RM_ECLOSED);
+  pair_close(&p);
+  rm_tls_config_unref(scfg);
+  rm_tls_config_unref(ccfg);
+}
+
 /* A write that meets a full socket must be retried with the same bytes; the
  * queue may offer more by then, and no byte may be lost or doubled. */
 static void test_stream_write_retry(void) {
@@ -819,6 +836,7 @@ int main(void) {
   }
   RUN(test_config_errors);
   RUN(test_stream_exchange);
+  RUN(test_stream_eof);
   RUN(test_stream_write_retry);
   RUN(test_names);
   RUN(test_verify_none);
