@@ -518,6 +518,7 @@ static void test_jpeg_tolerance(void)
     printf("# jpeg %dx%d: %u bytes, mean error %.2f\n", w, h, plen, sum);
     CHECK(sum < 8.0);
     CHECK(plen < (uint32_t)(w * h)); /* well under 1 byte per pixel */
+    free(px);
   }
   rm_screen_viewer_free(v);
   free(m.px);
