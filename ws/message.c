@@ -87,6 +87,8 @@ static void begin_message(rm_ws_reader *r, const rm_ws_event *de)
 /* The decoder and the inflater bound the message by max_message already. */
 static int append(rm_ws_reader *r, const uint8_t *p, size_t n)
 {
+  if (n == 0)
+    return RM_OK;
   if (n > r->cap - r->len) {
     size_t cap = r->cap ? r->cap : 256;
     uint8_t *b;
@@ -110,7 +112,7 @@ static int deliver(rm_ws_reader *r, const uint8_t *p, size_t n, int last, rm_ws_
       (rm_ws_utf8_validate(&r->utf8, p, n) < 0 || (last && r->utf8 != RM_WS_UTF8_ACCEPT)))
     return fail(r, RM_WS_EBADDATA, "text message is not UTF-8");
   if (!r->cfg.fragment_mode && !last)
-    return n ? append(r, p, n) : RM_OK;
+    return append(r, p, n);
   if (!last && n == 0)
     return RM_OK;
   if (!r->cfg.fragment_mode && r->len > 0) {

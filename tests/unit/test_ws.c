@@ -55,6 +55,8 @@ static int feed(const rm_ws_config *cfg, int decoder, const uint8_t *in, size_t 
   rm_ws_decoder *d = decoder ? rm_ws_decoder_new(cfg) : NULL;
   size_t off = 0;
   memset(g, 0, sizeof *g);
+  g->cap = 64;
+  g->data = malloc(g->cap);
   memcpy(buf, in, n);
   if (step == 0)
     step = n ? n : 1;
