@@ -1,0 +1,269 @@
+// viewer.js: the browser side of remora's screen share (no framework).
+//
+// The page supplies the WebSocket URL, a <canvas> and, optionally, a status
+// element:
+//
+//   <canvas id="screen" tabindex="0"></canvas><div id="status"></div>
+//   <script src="viewer.js"></script>
+//   <script>RemoraScreen.start({url: "ws://" + location.host + "/screen/ws",
+//     canvas: document.getElementById("screen"),
+//     status: document.getElementById("status")});</script>
+//
+// The wire format is described in docs/screen-protocol.md. Updates are
+// applied strictly in arrival order: each one decodes all its images in
+// parallel, then paints COPY rectangles (from the canvas as it was), then
+// the rest.
+(function () {
+  "use strict";
+
+  var MSG_FRAME = 1, MSG_PONG = 2;
+  var IN_MOVE = 1, IN_BUTTON = 2, IN_KEY = 3, IN_CLIPBOARD = 4, IN_PING = 5;
+  var SOLID = 0, PNG = 1, JPEG = 2, COPY = 3;
+  var HEADER = 24, RECT_HEADER = 13;
+  var KEY_FIELD_MAX = 32;
+  var WHEEL_STEP = 50; // pixels of wheel delta per notch
+
+  function start(opts) {
+    var canvas = opts.canvas, status = opts.status;
+    var ctx = canvas.getContext("2d", {alpha: false});
+    var ws = new WebSocket(opts.url);
+    var chain = Promise.resolve();
+    var encoder = new TextEncoder();
+    var stats = {frames: 0, bytes: 0, rtt: NaN, since: performance.now()};
+    var wheel = {x: 0, y: 0};
+    var pendingPaste = null;
+    ws.binaryType = "arraybuffer";
+
+    // --- drawing ------------------------------------------------------------
+
+    function fit() {
+      var sw = window.innerWidth / canvas.width, sh = (window.innerHeight - 24) / canvas.height;
+      var s = Math.min(sw, sh);
+      canvas.style.width = Math.floor(canvas.width * s) + "px";
+      canvas.style.height = Math.floor(canvas.height * s) + "px";
+    }
+    window.addEventListener("resize", fit);
+
+    function parse(buf) {
+      var dv = new DataView(buf), n = dv.getUint32(12, true), off = HEADER, rects = [];
+      for (var i = 0; i < n; i++) {
+        var len = dv.getUint32(off + 9, true);
+        rects.push({
+          x: dv.getUint16(off, true), y: dv.getUint16(off + 2, true),
+          w: dv.getUint16(off + 4, true), h: dv.getUint16(off + 6, true),
+          enc: dv.getUint8(off + 8), data: new Uint8Array(buf, off + RECT_HEADER, len)
+        });
+        off += RECT_HEADER + len;
+      }
+      return {w: dv.getUint16(2, true), h: dv.getUint16(4, true), rects: rects};
+    }
+
+    function decode(r) {
+      if (r.enc !== PNG && r.enc !== JPEG) return null;
+      return createImageBitmap(new Blob([r.data], {type: r.enc === PNG ? "image/png" : "image/jpeg"}));
+    }
+
+    // All COPY rectangles read the canvas as it was before this update; with
+    // more than one, they read from a snapshot so an earlier copy cannot feed
+    // a later one.
+    function copies(rects) {
+      var list = rects.filter(function (r) { return r.enc === COPY; }), src = canvas;
+      if (list.length > 1) {
+        src = document.createElement("canvas");
+        src.width = canvas.width;
+        src.height = canvas.height;
+        src.getContext("2d").drawImage(canvas, 0, 0);
+      }
+      list.forEach(function (r) {
+        var dv = new DataView(r.data.buffer, r.data.byteOffset, 4);
+        ctx.drawImage(src, dv.getUint16(0, true), dv.getUint16(2, true), r.w, r.h, r.x, r.y, r.w, r.h);
+      });
+    }
+
+    function paint(frame, bitmaps) {
+      if (canvas.width !== frame.w || canvas.height !== frame.h) {
+        canvas.width = frame.w;
+        canvas.height = frame.h;
+        ctx.imageSmoothingEnabled = false;
+        fit();
+      }
+      copies(frame.rects);
+      frame.rects.forEach(function (r, i) {
+        if (r.enc === SOLID) {
+          ctx.fillStyle = "rgb(" + r.data[0] + "," + r.data[1] + "," + r.data[2] + ")";
+          ctx.fillRect(r.x, r.y, r.w, r.h);
+        } else if (bitmaps[i]) {
+          ctx.drawImage(bitmaps[i], r.x, r.y);
+          bitmaps[i].close();
+        }
+      });
+      stats.frames++;
+    }
+
+    function onFrame(buf) {
+      var frame = parse(buf);
+      var pending = Promise.all(frame.rects.map(decode)); // decoding starts now
+      chain = chain.then(function () { return pending; })
+                   .then(function (bitmaps) { paint(frame, bitmaps); })
+                   .catch(function (e) { setStatus("bad update: " + e); });
+    }
+
+    ws.onmessage = function (ev) {
+      if (!(ev.data instanceof ArrayBuffer)) return;
+      var dv = new DataView(ev.data);
+      stats.bytes += ev.data.byteLength;
+      if (dv.getUint8(0) === MSG_FRAME) onFrame(ev.data);
+      else if (dv.getUint8(0) === MSG_PONG) stats.rtt = performance.now() - dv.getFloat64(4, true);
+    };
+
+    // --- input --------------------------------------------------------------
+
+    function send(bytes) {
+      if (ws.readyState === WebSocket.OPEN) ws.send(bytes);
+    }
+
+    function point(ev) {
+      var r = canvas.getBoundingClientRect();
+      var x = Math.floor((ev.clientX - r.left) * canvas.width / r.width);
+      var y = Math.floor((ev.clientY - r.top) * canvas.height / r.height);
+      return [Math.max(0, Math.min(canvas.width - 1, x)), Math.max(0, Math.min(canvas.height - 1, y))];
+    }
+
+    function move(ev) {
+      var p = point(ev), b = new DataView(new ArrayBuffer(6));
+      b.setUint8(0, IN_MOVE);
+      b.setUint16(2, p[0], true);
+      b.setUint16(4, p[1], true);
+      send(b.buffer);
+    }
+
+    function button(ev, n, down) {
+      var p = point(ev), b = new DataView(new ArrayBuffer(8));
+      b.setUint8(0, IN_BUTTON);
+      b.setUint8(1, n);
+      b.setUint8(2, down ? 1 : 0);
+      b.setUint16(4, p[0], true);
+      b.setUint16(6, p[1], true);
+      send(b.buffer);
+    }
+
+    // Browser buttons 0/1/2 are left/middle/right; X calls them 1/2/3.
+    var BUTTON = {0: 1, 1: 2, 2: 3};
+    canvas.addEventListener("pointermove", move);
+    canvas.addEventListener("pointerdown", function (ev) {
+      canvas.focus();
+      if (BUTTON[ev.button]) button(ev, BUTTON[ev.button], true);
+      ev.preventDefault();
+    });
+    canvas.addEventListener("pointerup", function (ev) {
+      if (BUTTON[ev.button]) button(ev, BUTTON[ev.button], false);
+      ev.preventDefault();
+    });
+    canvas.addEventListener("contextmenu", function (ev) { ev.preventDefault(); });
+    canvas.addEventListener("wheel", function (ev) {
+      var unit = ev.deltaMode === 0 ? 1 : WHEEL_STEP; // pixels, or lines/pages
+      wheel.x += ev.deltaX * unit;
+      wheel.y += ev.deltaY * unit;
+      for (; Math.abs(wheel.y) >= WHEEL_STEP; wheel.y -= Math.sign(wheel.y) * WHEEL_STEP) {
+        var n = wheel.y < 0 ? 4 : 5; // X: 4 up, 5 down
+        button(ev, n, true);
+        button(ev, n, false);
+      }
+      for (; Math.abs(wheel.x) >= WHEEL_STEP; wheel.x -= Math.sign(wheel.x) * WHEEL_STEP) {
+        var m = wheel.x < 0 ? 6 : 7; // X: 6 left, 7 right
+        button(ev, m, true);
+        button(ev, m, false);
+      }
+      ev.preventDefault();
+    }, {passive: false});
+
+    function field(s) {
+      var b = encoder.encode(s);
+      return b.length <= KEY_FIELD_MAX ? b : encoder.encode("Unidentified");
+    }
+
+    function key(ev, down) {
+      var code = /^[A-Za-z0-9]{1,32}$/.test(ev.code) ? ev.code : "Unidentified";
+      var c = encoder.encode(code), k = field(ev.key || "");
+      var b = new Uint8Array(4 + c.length + k.length);
+      b[0] = IN_KEY;
+      b[1] = down ? 1 : 0;
+      b[2] = c.length;
+      b[3] = k.length;
+      b.set(c, 4);
+      b.set(k, 4 + c.length);
+      send(b.buffer);
+    }
+
+    function clipboard(text) {
+      var t = encoder.encode(text), b = new Uint8Array(8 + t.length);
+      new DataView(b.buffer).setUint32(4, t.length, true);
+      b[0] = IN_CLIPBOARD;
+      b.set(t, 8);
+      send(b.buffer);
+    }
+
+    // Ctrl+V (Cmd+V) first hands the local clipboard over, then the keys, so
+    // the remote application pastes what the user just copied here.
+    function isPaste(ev) {
+      return (ev.ctrlKey || ev.metaKey) && ev.code === "KeyV";
+    }
+
+    canvas.addEventListener("keydown", function (ev) {
+      if (isPaste(ev)) {
+        pendingPaste = ev;
+        setTimeout(function () { if (pendingPaste === ev) { pendingPaste = null; key(ev, true); } }, 100);
+        return; // let the browser fire "paste"
+      }
+      key(ev, true);
+      ev.preventDefault();
+    });
+    canvas.addEventListener("keyup", function (ev) {
+      key(ev, false);
+      ev.preventDefault();
+    });
+    window.addEventListener("paste", function (ev) {
+      var text = ev.clipboardData && ev.clipboardData.getData("text/plain");
+      if (text) clipboard(text);
+      if (pendingPaste) {
+        key(pendingPaste, true);
+        pendingPaste = null;
+      }
+      ev.preventDefault();
+    });
+
+    // --- status -------------------------------------------------------------
+
+    function setStatus(text) {
+      if (status) status.textContent = text;
+    }
+
+    function ping() {
+      var b = new DataView(new ArrayBuffer(12));
+      b.setUint8(0, IN_PING);
+      b.setFloat64(4, performance.now(), true);
+      send(b.buffer);
+    }
+
+    var timer = setInterval(function () {
+      var now = performance.now(), secs = (now - stats.since) / 1000;
+      setStatus(canvas.width + "x" + canvas.height + "  " +
+                (stats.frames / secs).toFixed(1) + " fps  " +
+                (stats.bytes / secs / 1024).toFixed(1) + " KiB/s  rtt " +
+                (isNaN(stats.rtt) ? "-" : stats.rtt.toFixed(1) + " ms"));
+      stats.frames = 0;
+      stats.bytes = 0;
+      stats.since = now;
+      ping();
+    }, 1000);
+
+    ws.onopen = function () { setStatus("connected"); ping(); canvas.focus(); };
+    ws.onclose = function (ev) {
+      clearInterval(timer);
+      setStatus("disconnected (" + ev.code + (ev.reason ? ": " + ev.reason : "") + ")");
+    };
+    return ws;
+  }
+
+  window.RemoraScreen = {start: start};
+})();
