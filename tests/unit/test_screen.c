@@ -524,12 +524,21 @@ static void test_jpeg_tolerance(void)
   free(m.px);
 }
 
+static double ms_since(const struct timeval *t0)
+{
+  struct timeval t1;
+  gettimeofday(&t1, NULL);
+  return (t1.tv_sec - t0->tv_sec) * 1e3 + (t1.tv_usec - t0->tv_usec) / 1e3;
+}
+
 /* A terminal-like window scrolls by `step` rows: the update must be mostly COPY. */
 static void scroll_case(int step)
 {
   rm_screen_viewer *v;
   model m = {0};
   size_t full, len;
+  struct timeval t0;
+  double took;
   Window term = make_window(700, 100, 600, 420, 0);
   char line[64];
   GC gc = DefaultGC(d, DefaultScreen(d));
@@ -546,7 +555,13 @@ static void scroll_case(int step)
   fill(term, 0, 420 - step, 600, step, 0xffffff);
   text(term, 4, 420 - 3, "new line at the bottom", 0x000000);
   settle();
-  CHECK_EQ(frame(v, &m, &len), 1);
+  {
+    const uint8_t *msg;
+    gettimeofday(&t0, NULL);
+    CHECK_EQ(rm_screen_frame(scr, v, &msg, &len), 1);
+    took = ms_since(&t0);
+    CHECK_EQ(apply(&m, msg, len), 0);
+  }
   CHECK(m.count[RM_SCREEN_COPY] >= 1);
   CHECK_EQ(m.copy_dy, step);
   CHECK_EQ(model_diff(&m, 700, 100, 600, 420), 0);
@@ -556,8 +571,8 @@ static void scroll_case(int step)
     rm_screen_viewer_new(scr, NULL, &fresh);
     frame(fresh, &mf, &full);
     full = mf.bytes[RM_SCREEN_PNG]; /* the text is PNG either way */
-    printf("# scroll by %d rows: %zu bytes (copy %d rects), a repaint of the text costs about %zu\n",
-           step, len, m.count[RM_SCREEN_COPY], full);
+    printf("# scroll by %d rows: %zu bytes (copy %d rects) in %.2f ms; "
+           "a repaint of the text costs about %zu\n", step, len, m.count[RM_SCREEN_COPY], took, full);
     CHECK(len * 4 < full);
     rm_screen_viewer_free(fresh);
     free(mf.px);
@@ -783,13 +798,6 @@ static void test_lua_module(void)
   lua_close(L);
 }
 
-static double ms_since(const struct timeval *t0)
-{
-  struct timeval t1;
-  gettimeofday(&t1, NULL);
-  return (t1.tv_sec - t0->tv_sec) * 1e3 + (t1.tv_usec - t0->tv_usec) / 1e3;
-}
-
 /* Not a check: what a 1920x1080 full repaint costs (reported, never asserted). */
 static void measure_full_repaint(void)
 {
@@ -816,9 +824,17 @@ static void measure_full_repaint(void)
   rm_screen_poll(scr);
   poll_ms = ms_since(&t0);
   rm_screen_viewer_new(scr, NULL, &v);
-  gettimeofday(&t0, NULL);
-  frame(v, &m, &len);
-  frame_ms = ms_since(&t0);
+  frame_ms = 1e9;
+  for (int i = 0; i < 5; i++) { /* best of five: the machine may be busy */
+    const uint8_t *msg;
+    double t;
+    rm_screen_viewer_reset(v);
+    gettimeofday(&t0, NULL);
+    rm_screen_frame(scr, v, &msg, &len);
+    t = ms_since(&t0);
+    frame_ms = t < frame_ms ? t : frame_ms;
+    if (i == 4) CHECK_EQ(apply(&m, msg, len), 0);
+  }
   printf("# full repaint %dx%d: poll %.1f ms, frame %.1f ms, %zu bytes "
          "(solid %d rects %zu B, png %d rects %zu B, jpeg %d rects %zu B)\n",
          SW, SH, poll_ms, frame_ms, len, m.count[0], m.bytes[0], m.count[1], m.bytes[1], m.count[2], m.bytes[2]);
