@@ -362,7 +362,6 @@ static void test_head_writer(void) {
   rm_http_head_begin(&w, buf, sizeof buf, 404, NULL);
   rm_http_head_add(&w, "Content-Type", "text/plain", 10);
   n = rm_http_head_end(&w, RM_HTTP_FRAME_LENGTH, 5);
-  CHECK_EQ(n, (long)strlen(buf + 0 * 0) > 0 ? n : -1);
   CHECK(n > 0 && memcmp(buf, "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
                              "Content-Length: 5\r\n\r\n", (size_t)n) == 0);
   rm_http_head_begin(&w, buf, sizeof buf, 200, "Fine");
