@@ -460,7 +460,6 @@ long rm_http_parse(rm_http_parser *p, const char *buf, size_t len, rm_http_event
           return fail(p, RM_HTTP_EBODY);
         }
         p->remaining = (uint64_t)p->req.content_length;
-        p->received = p->remaining;
         p->state = P_BODY;
       } else {
         p->state = P_DONE;
