@@ -82,7 +82,7 @@ int rm_screen_input(rm_screen *s, const uint8_t *msg, size_t len,
 
 typedef struct rm_screen_viewer_config {
   int quality;        /* JPEG quality 1..100; 0: 75 */
-  int png_level;      /* zlib level 1..9; 0: 1 */
+  int png_level;      /* zlib level 1..9; 0: 6 */
   int max_colours;    /* a rectangle with more colours goes JPEG; 0: 256 */
 } rm_screen_viewer_config;
 

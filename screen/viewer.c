@@ -111,7 +111,7 @@ int rm_screen_viewer_new(rm_screen *s, const rm_screen_viewer_config *cfg, rm_sc
 {
   rm_screen_viewer *v = s->alloc(s->alloc_ud, NULL, 0, sizeof *v);
   int quality = cfg && cfg->quality ? cfg->quality : 75;
-  int level = cfg && cfg->png_level ? cfg->png_level : 1;
+  int level = cfg && cfg->png_level ? cfg->png_level : 6;
   int colours = cfg && cfg->max_colours ? cfg->max_colours : 256;
   *out = NULL;
   if (quality < 1 || quality > 100 || level < 1 || level > 9 || colours < 1 || colours > 256) {
