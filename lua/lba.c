@@ -29,6 +29,14 @@ static int ba_trace(lua_State *L) {
   return 0;
 }
 
+/* ba.clock(): milliseconds on a monotonic clock. */
+static int ba_clock(lua_State *L) {
+  rm_rt *rt = rm_rt_get(L);
+  rm_loop_update_time(rt->loop);
+  lua_pushinteger(L, (lua_Integer)rm_loop_now(rt->loop));
+  return 1;
+}
+
 /* Parts of `ba` that are plainest in Lua. cjson is Debian's lua-cjson. */
 static const char PRELUDE[] =
   "local ba = ...\n"
@@ -49,6 +57,8 @@ static int open_ba(lua_State *L) {
   lua_getfield(L, -2, "sleep");
   lua_setfield(L, -2, "sleep");      /* ba.socket.sleep is ba.sleep */
   lua_setfield(L, -2, "socket");
+  lua_pushcfunction(L, ba_clock);
+  lua_setfield(L, -2, "clock");
   lua_pushliteral(L, "remora 0.1");
   lua_setfield(L, -2, "version");
   if (luaL_loadbuffer(L, PRELUDE, sizeof PRELUDE - 1, "=ba") == LUA_OK) {

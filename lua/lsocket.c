@@ -104,36 +104,40 @@ int rm_sock_wake_result(lua_State *L, rm_co *co) {
 
 static void on_connect(rm_conn *c, int err, void *ud) {
   rm_sock *s = ud;
-  rm_rt_enter(s->rt);
+  rm_rt *rt = s->rt;   /* s may be collected while coroutines run */
+  rm_rt_enter(rt);
   s->connect_err = err;
   if (s->reader) rm_co_wake(s->reader, RM_WAKE_READY);
-  rm_rt_run_ready(s->rt);
-  rm_rt_leave(s->rt);
+  rm_rt_run_ready(rt);
+  rm_rt_leave(rt);
 }
 
 static void on_readable(rm_conn *c, void *ud) {
   rm_sock *s = ud;
-  rm_rt_enter(s->rt);
+  rm_rt *rt = s->rt;   /* s may be collected while coroutines run */
+  rm_rt_enter(rt);
   if (s->reader) rm_co_wake(s->reader, RM_WAKE_READY);
   else rm_conn_want_read(c, 0);   /* nobody reads: let the kernel buffer fill */
-  rm_rt_run_ready(s->rt);
-  rm_rt_leave(s->rt);
+  rm_rt_run_ready(rt);
+  rm_rt_leave(rt);
 }
 
 static void on_writable(rm_conn *c, void *ud) {
   rm_sock *s = ud;
-  rm_rt_enter(s->rt);
+  rm_rt *rt = s->rt;   /* s may be collected while coroutines run */
+  rm_rt_enter(rt);
   if (s->wq_head) rm_co_wake(s->wq_head, RM_WAKE_READY);
-  rm_rt_run_ready(s->rt);
-  rm_rt_leave(s->rt);
+  rm_rt_run_ready(rt);
+  rm_rt_leave(rt);
 }
 
 static void on_error(rm_conn *c, int err, void *ud) {
   rm_sock *s = ud;
-  rm_rt_enter(s->rt);
+  rm_rt *rt = s->rt;   /* s may be collected while coroutines run */
+  rm_rt_enter(rt);
   rm_sock_wake_all(s, RM_WAKE_READY);   /* each finds the error when it retries */
-  rm_rt_run_ready(s->rt);
-  rm_rt_leave(s->rt);
+  rm_rt_run_ready(rt);
+  rm_rt_leave(rt);
 }
 
 static const rm_conn_handler tcp_handler = {on_connect, on_readable, on_writable, on_error};
@@ -195,7 +199,7 @@ static int sock_read(lua_State *L) {
 
 /* ---- write ---- */
 
-static int tcp_write(lua_State *L, rm_sock *s, rm_co *co, int written);
+static int tcp_write(lua_State *L, rm_sock *s, rm_co *co, int stage);
 
 static int tcp_write_k(lua_State *L, int status, lua_KContext ctx) {
   rm_co *co = rm_co_current(L);
@@ -229,23 +233,29 @@ static void write_range(lua_State *L, const char **p, size_t *n) {
   *n = i > j ? 0 : (size_t)(j - i + 1);
 }
 
-/* written: this writer's data is already queued and it waited for the drain. */
-static int tcp_write(lua_State *L, rm_sock *s, rm_co *co, int written) {
+/* The stages of a cosocket write, kept across suspensions in the context. */
+enum { W_NEW, W_WOKEN, W_WRITTEN };
+
+/* A new writer waits behind earlier ones; a writer at the head writes once
+ * the queue is at or below queuelen, then waits (still at the head) until
+ * the kernel has taken enough of it. Each writer that finishes passes the
+ * turn to the next, so the FIFO never stalls. */
+static int tcp_write(lua_State *L, rm_sock *s, rm_co *co, int stage) {
   if (s->kind != RM_SK_TCP) return rm_push_error(L, "socketclosed");
   if (rm_conn_is_broken(s->conn)) { rm_sock_close(s); return rm_push_error(L, "socketwritefailed"); }
-  if (!written) {
-    if ((s->wq_head && s->wq_head != co) || rm_conn_queued(s->conn) > s->queuelen) {
-      push_writer(s, co, 0);
-      return rm_co_suspend(L, co, RM_WAIT_WRITE, s, -1, tcp_write_k, 0);
-    }
+  int full = rm_conn_queued(s->conn) > s->queuelen;
+  if ((stage == W_NEW && (s->wq_head || full)) || (stage == W_WOKEN && full)) {
+    push_writer(s, co, stage == W_WOKEN);
+    return rm_co_suspend(L, co, RM_WAIT_WRITE, s, -1, tcp_write_k, W_WOKEN);
+  }
+  if (stage != W_WRITTEN) {
     const char *p;
     size_t n;
     write_range(L, &p, &n);
-    int rc = rm_conn_write(s->conn, p, n);
-    if (rc != RM_OK) { rm_sock_close(s); return rm_push_error(L, "socketwritefailed"); }
-    if (rm_conn_queued(s->conn) > s->queuelen) {  /* wait for the kernel to take it */
+    if (rm_conn_write(s->conn, p, n) != RM_OK) { rm_sock_close(s); return rm_push_error(L, "socketwritefailed"); }
+    if (rm_conn_queued(s->conn) > s->queuelen) {
       push_writer(s, co, 1);
-      return rm_co_suspend(L, co, RM_WAIT_WRITE, s, -1, tcp_write_k, 1);
+      return rm_co_suspend(L, co, RM_WAIT_WRITE, s, -1, tcp_write_k, W_WRITTEN);
     }
   }
   if (s->wq_head && rm_conn_queued(s->conn) <= s->queuelen) rm_co_wake(s->wq_head, RM_WAKE_READY);
@@ -280,22 +290,23 @@ static int sock_write(lua_State *L) {
   }
   if (s->kind != RM_SK_TCP) return rm_push_error(L, "socketclosed");
   rm_co *co = rm_co_current(L);
-  return co ? tcp_write(L, s, co, 0) : tcp_write_nowait(L, s);
+  return co ? tcp_write(L, s, co, W_NEW) : tcp_write_nowait(L, s);
 }
 
 /* ---- connect ---- */
 
 static void on_resolved(void *ud, int err, const struct sockaddr *sa, socklen_t len) {
   rm_sock *s = ud;
-  rm_rt_enter(s->rt);
+  rm_rt *rt = s->rt;   /* s may be collected while coroutines run */
+  rm_rt_enter(rt);
   s->resolve = NULL;
   if (!err) err = rm_conn_connect(s->rt->loop, sa, len, NULL, 0, &tcp_handler, s, &s->conn);
   if (err) {
     s->connect_err = err;
     if (s->reader) rm_co_wake(s->reader, RM_WAKE_READY);
   }
-  rm_rt_run_ready(s->rt);
-  rm_rt_leave(s->rt);
+  rm_rt_run_ready(rt);
+  rm_rt_leave(rt);
 }
 
 static void connect_cancel(rm_co *co) {
@@ -353,12 +364,13 @@ static int sock_connect(lua_State *L) {
 
 static void on_accept(rm_listener *l, int fd, void *ud) {
   rm_sock *s = ud;
-  rm_rt_enter(s->rt);
+  rm_rt *rt = s->rt;   /* s may be collected while coroutines run */
+  rm_rt_enter(rt);
   s->pending[s->npending++] = fd;
   if (s->npending == RM_PENDING_MAX) rm_listener_pause(l, 1);   /* nobody accepts fast enough */
   if (s->reader) rm_co_wake(s->reader, RM_WAKE_READY);
-  rm_rt_run_ready(s->rt);
-  rm_rt_leave(s->rt);
+  rm_rt_run_ready(rt);
+  rm_rt_leave(rt);
 }
 
 /* ba.socket.bind(port [, {intf=, ipv6=, backlog=, reuseport=}]) */

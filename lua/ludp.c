@@ -11,11 +11,12 @@ enum { DGRAM_MAX = 65536 };
 
 static void udp_io(rm_loop *loop, int fd, int events, void *ud) {
   rm_sock *s = ud;
-  rm_rt_enter(s->rt);
+  rm_rt *rt = s->rt;   /* s may be collected while coroutines run */
+  rm_rt_enter(rt);
   if (s->reader) rm_co_wake(s->reader, RM_WAKE_READY);
   else rm_loop_unwatch(loop, fd);
-  rm_rt_run_ready(s->rt);
-  rm_rt_leave(s->rt);
+  rm_rt_run_ready(rt);
+  rm_rt_leave(rt);
 }
 
 static void unlink_reader(rm_co *co) {

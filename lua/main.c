@@ -9,7 +9,7 @@
 #include <unistd.h>
 #include "remora/lua.h"
 
-enum { SHUTDOWN_GRACE_MS = 3000 };
+enum { SHUTDOWN_GRACE_MS = 1000 };  /* for closed sockets to deliver what they were given */
 
 static int signal_pipe[2] = {-1, -1};   /* the handler's only way to reach the loop */
 
@@ -29,12 +29,12 @@ static void on_signal_pipe(rm_loop *loop, int fd, int events, void *ud) {
   while (read(fd, &c, 1) > 0) a->signals++;
   if (a->signals > 1) { fprintf(stderr, "remora: second signal, exiting now\n"); _exit(1); }
   rm_loop_log(loop, RM_LOG_INFO, "signal %d: shutting down", c);
-  rm_timer *t = rm_timer_new(loop, grace_over, loop);
-  rm_timer_unref(t);
-  rm_timer_start(t, SHUTDOWN_GRACE_MS, 0);
+  /* Every waiting coroutine hears "sysshutdown" and runs to its end now;
+   * then main() closes the state, which closes the sockets. */
   rm_lua_lock(a->lua);
   rm_lua_shutdown(a->lua);
   rm_lua_unlock(a->lua);
+  rm_loop_stop(loop);
 }
 
 static void usage(FILE *f) {

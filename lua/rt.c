@@ -144,10 +144,11 @@ int rm_co_run(rm_co *co) {
 
 static void wait_timeout(rm_timer *t, void *ud) {
   rm_co *co = ud;
-  rm_rt_enter(co->rt);
+  rm_rt *rt = co->rt;   /* co may end, and be freed, while the queue runs */
+  rm_rt_enter(rt);
   rm_co_wake(co, RM_WAKE_TIMEOUT);
-  rm_rt_run_ready(co->rt);
-  rm_rt_leave(co->rt);
+  rm_rt_run_ready(rt);
+  rm_rt_leave(rt);
 }
 
 int rm_co_suspend(lua_State *L, rm_co *co, int why, rm_sock *on, long timeout_ms,
