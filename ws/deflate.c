@@ -114,9 +114,14 @@ int rm_ws_deflate(rm_ws_deflater *z, const void *in, size_t n, int fin,
                   const uint8_t **out, size_t *out_len)
 {
   const uint8_t *src = in;
-  size_t len = 0, room;
+  size_t len = 0, room, need = deflateBound(&z->zs, n) + 16;
   int rc;
-  if (reserve(z, deflateBound(&z->zs, n) + 16) < 0)
+  if (z->cap > RM__WS_KEEP_BUFFER && need < z->cap / 4) {
+    rm__ws_realloc(&z->cfg, z->out, z->cap, 0);
+    z->out = NULL;
+    z->cap = 0;
+  }
+  if (reserve(z, need) < 0)
     return RM_ENOMEM;
   for (;;) {
     if (z->zs.avail_in == 0 && n > 0) {

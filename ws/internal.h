@@ -5,6 +5,10 @@
 #include <stdlib.h>
 #include "remora/ws.h"
 
+/* Buffers grown past this for one big message are let go afterwards, so an
+ * idle connection does not keep a large message's worth of memory. */
+#define RM__WS_KEEP_BUFFER (64u << 10)
+
 /* Memory through the caller's rm_alloc_fn, or the C library's. */
 static inline void *rm__ws_realloc(const rm_ws_config *cfg, void *p, size_t osize, size_t nsize)
 {

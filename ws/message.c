@@ -12,8 +12,6 @@
 #include <string.h>
 #include "ws/internal.h"
 
-#define KEEP_BUFFER (64u << 10) /* larger message buffers are let go between messages */
-
 struct rm_ws_reader {
   rm_ws_config cfg;
   rm_ws_decoder *dec;
@@ -77,7 +75,7 @@ static void begin_message(rm_ws_reader *r, const rm_ws_event *de)
   r->compressed = de->compressed;
   r->utf8 = RM_WS_UTF8_ACCEPT;
   r->len = 0;
-  if (r->cap > KEEP_BUFFER) {
+  if (r->cap > RM__WS_KEEP_BUFFER) {
     rm__ws_realloc(&r->cfg, r->buf, r->cap, 0);
     r->buf = NULL;
     r->cap = 0;

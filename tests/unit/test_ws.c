@@ -854,6 +854,55 @@ static void test_deflate_round_trips(void)
   }
 }
 
+/* Compressed text whose characters straddle inflate chunks and frames. */
+static void test_deflate_text_chunks(void)
+{
+  static const size_t chunks[] = {1, 2, 3, 5, 7, 4096};
+  size_t n = 0, w, half;
+  uint8_t *text = malloc(20000), *wire = malloc(40000), *comp = malloc(40000);
+  rm_ws_deflate_params p = {0};
+  rm_ws_config client = {.deflate = &p};
+  for (int i = 0; i < 1000; i++) {
+    memcpy(text + n, i % 3 ? "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5" : "\xf0\x9f\x98\x80 ", i % 3 ? 11 : 5);
+    n += i % 3 ? 11 : 5;
+  }
+  for (int bad = 0; bad <= 1; bad++) {
+    rm_ws_deflater *z = rm_ws_deflater_new(&client);
+    const uint8_t *out;
+    size_t olen;
+    if (bad) /* a surrogate, well inside the message */
+      memcpy(text + n / 4, "\xed\xa0\x80", 3);
+    rm_ws_deflate(z, text, n, 1, &out, &olen);
+    memcpy(comp, out, olen);
+    rm_ws_deflater_free(z);
+    half = olen / 2;
+    w = frame(wire, RM_WS_OP_TEXT, RM_WS_RSV1, comp, half, 1);
+    w += frame(wire + w, RM_WS_OP_CONT, RM_WS_FIN, comp + half, olen - half, 1);
+    for (size_t c = 0; c < sizeof chunks / sizeof *chunks; c++)
+      for (int fragment = 0; fragment <= 1; fragment++) {
+        rm_ws_config server = {.is_server = 1, .deflate = &p, .inflate_chunk = chunks[c],
+                               .fragment_mode = fragment};
+        got g;
+        int r = feed(&server, 0, wire, w, c < 3 ? 1 : 0, &g);
+        if (!bad) {
+          CHECK_EQ(r, RM_OK);
+          CHECK(g.len == n && memcmp(g.data, text, n) == 0);
+        } else {
+          CHECK_EQ(r, RM_WS_EBADDATA);
+          /* Failed fast: no more than the valid text before the surrogate
+           * came out, and (fed byte by byte) the error came before the
+           * message's last byte. */
+          if (fragment)
+            CHECK(g.len <= n / 4 && (c >= 3 || g.err_at < w));
+        }
+        got_free(&g);
+      }
+  }
+  free(text);
+  free(wire);
+  free(comp);
+}
+
 static void test_context_takeover(void)
 {
   /* With context takeover a repeated message shrinks; without, it does not. */
@@ -1073,6 +1122,7 @@ int main(void)
   RUN(test_utf8_fail_fast);
   RUN(test_deflate_rfc_examples);
   RUN(test_deflate_round_trips);
+  RUN(test_deflate_text_chunks);
   RUN(test_context_takeover);
   RUN(test_deflate_bomb);
   RUN(test_encoder);
