@@ -71,14 +71,26 @@ static void update_events(rm_conn *c) {
   if (c->connecting) ev = RM_WRITE;
   else if (c->draining) ev = RM_READ;
   else {
+    int fw = c->filter && !c->err ? c->filter->wants(c->fstate) : 0;
     if (c->want_read && !c->released) ev |= RM_READ;
-    if (c->want_write || c->queued || c->shut_pending) ev |= RM_WRITE;
-    if (c->filter && !c->err) ev |= c->filter->wants(c->fstate);
+    if (c->want_write || c->shut_pending) ev |= RM_WRITE;
+    /* A filter waiting to read (a handshake) cannot send the queue yet:
+     * watching for writability then would only spin. */
+    if (c->queued && !(fw & RM_READ)) ev |= RM_WRITE;
+    ev |= fw;
   }
   if (c->err && !c->released) ev &= RM_READ;  /* a broken socket only reports its error */
   if (ev != c->events) {
     if (rm_loop_watch(c->loop, c->fd, ev, conn_io, c) == RM_OK) c->events = ev;
   }
+}
+
+/* The write side closes after the queue: a filter says goodbye first. */
+static void shutdown_write(rm_conn *c) {
+  if (c->filter && c->filter->shutdown) c->filter->shutdown(c, c->fstate);
+  shutdown(c->fd, SHUT_WR);
+  c->shut_pending = 0;
+  c->shut_done = 1;
 }
 
 int rm_conn_connect(rm_loop *loop, const struct sockaddr *addr, socklen_t len,
@@ -195,11 +207,7 @@ static void flush(rm_conn *c) {
       }
     }
   }
-  if (!c->head && c->shut_pending && !c->err) {
-    shutdown(c->fd, SHUT_WR);
-    c->shut_pending = 0;
-    c->shut_done = 1;
-  }
+  if (!c->head && c->shut_pending && !c->err) shutdown_write(c);
 }
 
 /* Copies data to the tail of the queue, filling the last chunk first. */
@@ -299,7 +307,7 @@ static void linger_expired(rm_timer *t, void *ud) {
 static void finish_release(rm_conn *c) {
   if (c->err) { conn_destroy(c); return; }
   if (c->head || c->shut_pending) return;
-  if (!c->shut_done) shutdown(c->fd, SHUT_WR);
+  if (!c->shut_done) shutdown_write(c);
   c->draining = 1;
   if (c->linger) rm_timer_start(c->linger, DRAIN_MS < c->linger_ms ? DRAIN_MS : c->linger_ms, 0);
   update_events(c);
@@ -313,7 +321,9 @@ static void conn_io(rm_loop *loop, int fd, int events, void *ud) {
   if (c->connecting) {
     connected(c);
   } else {
-    if ((events & (RM_WRITE | RM_ERROR)) && (c->head || c->shut_pending)) {
+    /* With a filter, reading may be what lets the queue move (a handshake). */
+    int can_send = (events & (RM_WRITE | RM_ERROR)) || (c->filter && (events & RM_READ));
+    if (can_send && (c->head || c->shut_pending)) {
       flush(c);
       if (c->err && !c->released && c->h && c->h->on_error) c->h->on_error(c, c->err, c->ud);
     }

@@ -53,6 +53,7 @@ void rm_sock_wake_all(rm_sock *s, int reason) {
 
 void rm_sock_close(rm_sock *s) {
   rm_rt *rt = s->rt;
+  if (s->ext && s->ext->close && s->kind == RM_SK_TCP) s->ext->close(s);
   switch (s->kind) {
   case RM_SK_TCP: rm_conn_close(s->conn); s->conn = NULL; rt->nsockets--; break;
   case RM_SK_LISTEN:
@@ -126,6 +127,10 @@ static void on_writable(rm_conn *c, void *ud) {
   rm_sock *s = ud;
   rm_rt *rt = s->rt;   /* s may be collected while coroutines run */
   rm_rt_enter(rt);
+  if (s->reader && s->reader->waiting == RM_WAIT_OTHER) {   /* rm_sock_wait_io */
+    rm_conn_want_write(c, 0);
+    rm_co_wake(s->reader, RM_WAKE_READY);
+  }
   if (s->wq_head) rm_co_wake(s->wq_head, RM_WAKE_READY);
   rm_rt_run_ready(rt);
   rm_rt_leave(rt);
@@ -148,6 +153,34 @@ static void become_tcp(rm_sock *s, rm_conn *c) {
   s->rt->nsockets++;
   rm_conn_set_handler(c, &tcp_handler, s);
   rm_conn_set_limits(c, 0, s->queuelen);
+}
+
+rm_sock *rm_sock_from_conn(lua_State *L, rm_rt *rt, rm_conn *c) {
+  rm_sock *s = rm_sock_push(L, rt, RM_SK_NEW);
+  become_tcp(s, c);
+  return s;
+}
+
+rm_conn *rm_sock_detach(rm_sock *s) {
+  if (s->kind != RM_SK_TCP) return NULL;
+  rm_conn *c = s->conn;
+  rm_conn_set_handler(c, NULL, NULL);
+  rm_conn_want_read(c, 0);
+  s->conn = NULL;
+  s->kind = RM_SK_CLOSED;
+  s->rt->nsockets--;
+  rm_sock_wake_all(s, RM_WAKE_CLOSED);
+  return c;
+}
+
+int rm_sock_wait_io(lua_State *L, rm_co *co, rm_sock *s, int events, long timeout,
+                    lua_KFunction k, lua_KContext ctx) {
+  if (s->reader && s->reader != co) return luaL_error(L, "another coroutine is already waiting on this socket");
+  s->reader = co;
+  co->on_wake = unlink_reader;
+  if (events & RM_READ) rm_conn_want_read(s->conn, 1);
+  if (events & RM_WRITE) rm_conn_want_write(s->conn, 1);
+  return rm_co_suspend(L, co, RM_WAIT_OTHER, s, timeout, k, ctx);
 }
 
 /* ---- read ---- */
@@ -185,6 +218,7 @@ static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
 
 static int sock_read(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);
+  if (s->ext && s->ext->read) return s->ext->read(L, s);
   lua_Integer ms = luaL_optinteger(L, 2, -1);
   switch (s->kind) {
   case RM_SK_TCP: return tcp_read(L, s, ms < 0 ? -1 : (long)ms);
@@ -281,6 +315,7 @@ static int tcp_write_nowait(lua_State *L, rm_sock *s) {
 
 static int sock_write(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);
+  if (s->ext && s->ext->write) return s->ext->write(L, s);
   luaL_checkstring(L, 2);
   if (s->kind == RM_SK_UDP) {
     const char *p;
@@ -496,6 +531,8 @@ static int sock_close(lua_State *L) {
 static int sock_gc(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);
   if (s->kind != RM_SK_CLOSED) rm_sock_close(s);
+  if (s->ext && s->ext->gc) s->ext->gc(s);
+  s->ext = NULL;
   return 0;
 }
 
@@ -622,13 +659,14 @@ static int sock_state(lua_State *L) {
 static int sock_tostring(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);
   static const char *kinds[] = {"unconnected", "tcp", "listen", "udp", "closed"};
-  lua_pushfstring(L, "ba.socket(%s, fd %d): %p", kinds[s->kind], sock_fd(s), (void *)s);
+  const char *kind = s->ext && s->kind == RM_SK_TCP ? s->ext->name : kinds[s->kind];
+  lua_pushfstring(L, "ba.socket(%s, fd %d): %p", kind, sock_fd(s), (void *)s);
   return 1;
 }
 
 static int sock_websocket(lua_State *L) {
-  rm_sock_check(L, 1);
-  lua_pushboolean(L, 0);
+  rm_sock *s = rm_sock_check(L, 1);
+  lua_pushboolean(L, s->ext && s->ext->name && s->ext->name[0] == 'w');
   return 1;
 }
 

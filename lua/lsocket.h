@@ -10,6 +10,16 @@
 enum { RM_SK_NEW, RM_SK_TCP, RM_SK_LISTEN, RM_SK_UDP, RM_SK_CLOSED };
 enum { RM_PENDING_MAX = 8 };   /* accepted connections waiting for accept() */
 
+/* A protocol layered on a TCP socket (WebSocket): when set, read, write and
+ * close go through it. ext is its state; gc frees it with the socket. */
+typedef struct rm_sock_ext {
+  const char *name;                                  /* for __tostring */
+  int (*read)(lua_State *L, rm_sock *s);             /* a Lua C function body */
+  int (*write)(lua_State *L, rm_sock *s);
+  void (*close)(rm_sock *s);                         /* before the connection closes */
+  void (*gc)(rm_sock *s);
+} rm_sock_ext;
+
 struct rm_sock {
   rm_rt *rt;
   int kind, mode;           /* mode: 0, 'r' (asynchronous) or 's' (cosocket) */
@@ -25,9 +35,22 @@ struct rm_sock {
   int pending[RM_PENDING_MAX], npending;
   rm_resolve *resolve;      /* connect in progress */
   int connect_err;
+  const rm_sock_ext *ext;   /* a protocol on top (WebSocket), or NULL */
+  void *ext_state;
+  void *tls;                /* TLS configuration for a listener's accepted sockets */
 };
 
 rm_sock *rm_sock_check(lua_State *L, int idx);
+/* Wraps an open connection (from the HTTP server: req2sock) as a TCP socket
+ * object, pushed on L. */
+rm_sock *rm_sock_from_conn(lua_State *L, rm_rt *rt, rm_conn *c);
+/* Takes the connection back out of a socket (sock2req): the socket becomes
+ * closed without closing the connection. */
+rm_conn *rm_sock_detach(rm_sock *s);
+/* Suspends co until s's connection is readable or writable (events), for
+ * protocol steps such as a TLS handshake; k runs then, or on timeout. */
+int rm_sock_wait_io(lua_State *L, rm_co *co, rm_sock *s, int events, long timeout,
+                    lua_KFunction k, lua_KContext ctx);
 rm_sock *rm_sock_push(lua_State *L, rm_rt *rt, int kind);
 void rm_sock_close(rm_sock *s);
 /* Wakes every coroutine waiting on s with reason. */

@@ -31,7 +31,12 @@ static void f_free(void *state) {
   rm_tls_stream_free(state);
 }
 
-static const rm_conn_filter tls_filter = {f_read, f_write, f_pending, f_wants, f_free};
+/* The queue is delivered: close_notify goes out before the FIN. */
+static void f_shutdown(rm_conn *c, void *state) {
+  rm_tls_stream_close(state);
+}
+
+static const rm_conn_filter tls_filter = {f_read, f_write, f_pending, f_wants, f_free, f_shutdown};
 
 static long conn_recv(void *ud, void *buf, size_t n) {
   return rm_conn_raw_read(ud, buf, n);

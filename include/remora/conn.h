@@ -88,6 +88,9 @@ typedef struct rm_conn_filter {
   size_t (*pending)(void *state);   /* plaintext ready without reading the socket */
   int (*wants)(void *state);        /* RM_READ/RM_WRITE the filter waits for */
   void (*free)(void *state);
+  /* Optional: the queue is delivered and the write side closes next (TLS
+   * sends close_notify here). Best effort; must not block. */
+  void (*shutdown)(rm_conn *c, void *state);
 } rm_conn_filter;
 void rm_conn_set_filter(rm_conn *c, const rm_conn_filter *f, void *state);
 void *rm_conn_filter_state(const rm_conn *c);
