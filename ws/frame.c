@@ -209,15 +209,16 @@ static int step(rm_ws_decoder *d, uint8_t *buf, size_t n, size_t *pos, rm_ws_eve
       return RM_WS_NEED_MORE;
     d->head_len = 0;
     d->head_need = 2;
-    if (is_control(d->opcode) && d->frame_len == 0)
-      return finish_control(d, ev);
-    if (is_control(d->opcode)) {
+    if (!is_control(d->opcode)) {
+      d->state = ST_DATA;
+      fill_frame(d, ev);
+      return RM_WS_EV_HEADER;
+    }
+    if (d->frame_len > 0) {
       d->state = ST_CONTROL;
       return RM_WS_NEED_MORE;
     }
-    d->state = ST_DATA;
-    fill_frame(d, ev);
-    return RM_WS_EV_HEADER;
+    return finish_control(d, ev);
   case ST_DATA:
     if (d->frame_pos == d->frame_len) {
       d->state = ST_HEAD;
@@ -239,6 +240,8 @@ static int step(rm_ws_decoder *d, uint8_t *buf, size_t n, size_t *pos, rm_ws_eve
     return RM_WS_EV_DATA;
   case ST_CONTROL:
     k = n - *pos;
+    if (k == 0)
+      return RM_WS_NEED_MORE;
     if (k > d->frame_len - d->frame_pos)
       k = (size_t)(d->frame_len - d->frame_pos);
     memcpy(d->control + d->frame_pos, buf + *pos, k);

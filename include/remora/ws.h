@@ -112,7 +112,8 @@ int rm_ws_deflate_confirm(const char *response, const rm_ws_deflate_params *offe
 typedef struct rm_ws_config {
   int is_server;         /* server: received frames must be masked; client: not */
   int fragment_mode;     /* reader: deliver pieces, not whole messages */
-  const rm_ws_deflate_params *deflate; /* agreed parameters; NULL: no deflate */
+  const rm_ws_deflate_params *deflate; /* agreed parameters, copied at creation;
+                                          NULL: no permessage-deflate */
   uint64_t max_frame;    /* payload bytes in one frame; 0: 16 MiB */
   uint64_t max_message;  /* bytes in one message, after inflating; 0: 16 MiB */
   size_t inflate_chunk;  /* bytes of inflated output per piece; 0: 16 KiB */
