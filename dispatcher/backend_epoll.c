@@ -54,4 +54,5 @@ static int ep_wait(rm_loop *loop, void *state, int timeout_ms, rm__fired *out, i
 
 static int ep_fd(const void *state) { return ((const epoll_state *)state)->epfd; }
 
-const rm__backend rm__backend_epoll = {"epoll", ep_create, ep_destroy, ep_set, ep_wait, ep_fd};
+const rm__backend rm__backend_epoll = {"epoll", ep_create, ep_destroy, ep_set, ep_wait, ep_fd,
+                                     NULL /* the kernel holds the set */};

@@ -24,25 +24,28 @@ static void pl_destroy(rm_loop *loop, void *state) {
   RM__FREE(loop, s);
 }
 
+/* Every watched fd is below nindex, so a pfd array as long as the index never
+ * fills up: once fd has room in the index, set() on it allocates nothing. */
 static int grow(rm_loop *loop, poll_state *s, int fd) {
-  if (fd >= s->nindex) {
-    int n = s->nindex ? s->nindex : 64;
-    while (n <= fd) n *= 2;
+  int n = s->nindex ? s->nindex : 64;
+  while (n <= fd) n *= 2;
+  if (n > s->nindex) {
     int *ix = rm_loop_realloc(loop, s->index, sizeof(int) * s->nindex, sizeof(int) * n);
     if (!ix) return RM_ENOMEM;
     for (int i = s->nindex; i < n; i++) ix[i] = -1;
     s->index = ix;
     s->nindex = n;
   }
-  if (s->n == s->cap) {
-    int n = s->cap ? s->cap * 2 : 64;
-    struct pollfd *p = rm_loop_realloc(loop, s->pfd, sizeof(*p) * s->cap, sizeof(*p) * n);
+  if (s->cap < s->nindex) {   /* also retries a pfd grow that failed before */
+    struct pollfd *p = rm_loop_realloc(loop, s->pfd, sizeof(*p) * s->cap, sizeof(*p) * s->nindex);
     if (!p) return RM_ENOMEM;
     s->pfd = p;
-    s->cap = n;
+    s->cap = s->nindex;
   }
   return RM_OK;
 }
+
+static int pl_reserve(rm_loop *loop, void *state, int fd) { return grow(loop, state, fd); }
 
 static int pl_set(rm_loop *loop, void *state, int fd, int old_events, int new_events) {
   poll_state *s = state;
@@ -83,4 +86,4 @@ static int pl_wait(rm_loop *loop, void *state, int timeout_ms, rm__fired *out, i
  * with rm_loop_timeout() instead. */
 static int pl_fd(const void *state) { return -1; }
 
-const rm__backend rm__backend_poll = {"poll", pl_create, pl_destroy, pl_set, pl_wait, pl_fd};
+const rm__backend rm__backend_poll = {"poll", pl_create, pl_destroy, pl_set, pl_wait, pl_fd, pl_reserve};

@@ -44,7 +44,10 @@ static void conn_destroy(rm_conn *c);
 
 /* ---- creation ---------------------------------------------------------- */
 
+/* NULL at the connection cap or out of memory: everything a connection needs
+ * from the loop is taken here, so that it never fails silently later. */
 static rm_conn *conn_alloc(rm_loop *loop, int fd, const rm_conn_handler *h, void *ud) {
+  if (!rm__loop_conn_room(loop) || rm__loop_reserve(loop, fd) != RM_OK) return NULL;
   rm_conn *c = RM__NEW(loop, rm_conn);
   if (!c) return NULL;
   memset(c, 0, sizeof(*c));
@@ -96,6 +99,7 @@ static void shutdown_write(rm_conn *c) {
 int rm_conn_connect(rm_loop *loop, const struct sockaddr *addr, socklen_t len,
                     const struct sockaddr *bind_addr, socklen_t bind_len,
                     const rm_conn_handler *h, void *ud, rm_conn **out) {
+  if (!rm__loop_conn_room(loop)) return RM_ELIMIT;
   int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return errno == EMFILE || errno == ENFILE ? RM_ELIMIT : RM_EIO;
   if ((bind_addr && bind(fd, bind_addr, bind_len) != 0) ||

@@ -17,6 +17,9 @@ typedef struct rm__backend {
   int (*set)(rm_loop *loop, void *state, int fd, int old_events, int new_events);
   int (*wait)(rm_loop *loop, void *state, int timeout_ms, rm__fired *out, int max);
   int (*fd)(const void *state);
+  /* Optional: make room for fd now, so that set() on it cannot run out of
+   * memory later (a connection learns it cannot be watched when it is made). */
+  int (*reserve)(rm_loop *loop, void *state, int fd);
 } rm__backend;
 
 extern const rm__backend rm__backend_epoll;
@@ -44,7 +47,7 @@ struct rm_loop {
   uint64_t timer_seq;
   uint64_t now;
 
-  int refs, stopped, nconns;
+  int refs, stopped, nconns, max_conns;
   pthread_t thread;
   int has_thread;
   void (*before_wait)(void *);
@@ -58,6 +61,11 @@ struct rm_loop {
   int wake_rd, wake_wr, wake_pending;
   int resolvers;      /* lookups running on helper threads */
 };
+
+/* Room to watch fd without allocating later: RM_OK, RM_ENOMEM or RM_ELIMIT. */
+int rm__loop_reserve(rm_loop *loop, int fd);
+/* May one more connection be made (the max_conns cap)? */
+int rm__loop_conn_room(const rm_loop *loop);
 
 #define RM__NEW(loop, type) ((type *)rm_loop_alloc((loop), sizeof(type)))
 #define RM__FREE(loop, p) rm_loop_free_mem((loop), (p), sizeof(*(p)))

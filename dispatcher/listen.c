@@ -1,5 +1,7 @@
 /* Listening sockets. Accepts in batches; when the process runs out of file
- * descriptors it pauses the listener briefly instead of spinning on EMFILE. */
+ * descriptors it pauses the listener briefly instead of spinning on EMFILE.
+ * At the loop's connection cap it accepts and closes at once, so a peer hears
+ * "no" right away instead of waiting in the backlog. */
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,6 +18,7 @@ struct rm_listener {
   void *ud;
   rm_timer *retry;
   int warned;
+  int refusing;      /* peers turned away since the cap was reached */
   int busy, closed;  /* the accept callback may close its own listener */
 };
 
@@ -51,6 +54,16 @@ static void accept_batch(rm_loop *loop, rm_listener *l) {
         close(cfd);
         continue;
       }
+      if (!rm__loop_conn_room(loop)) {   /* a clean end of stream beats a full backlog */
+        if (!l->refusing++)
+          rm_loop_log(loop, RM_LOG_WARN, "listener port %d: %d connections, the cap; refusing new ones",
+                      l->port, loop->nconns);
+        close(cfd);
+        continue;
+      }
+      if (l->refusing)
+        rm_loop_log(loop, RM_LOG_INFO, "listener port %d: accepting again (%d refused)", l->port, l->refusing);
+      l->refusing = 0;
       l->warned = 0;
       l->cb(l, cfd, l->ud);
       continue;

@@ -109,6 +109,7 @@ rm_loop *rm_loop_new(const rm_loop_config *cfg) {
   loop->log_level = RM_LOG_INFO;
   loop->be = be;
   loop->max_fds = c.max_fds;
+  loop->max_conns = c.max_conns > 0 ? c.max_conns : 0;
   if (loop->max_fds <= 0) {
     struct rlimit rl;
     loop->max_fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (int)rl.rlim_cur : 65536;
@@ -205,6 +206,33 @@ int rm_loop_watch(rm_loop *loop, int fd, int events, rm_io_cb cb, void *ud) {
 }
 
 int rm_loop_unwatch(rm_loop *loop, int fd) { return rm_loop_watch(loop, fd, 0, NULL, NULL); }
+
+int rm__loop_reserve(rm_loop *loop, int fd) {
+  if (fd < 0) return RM_EINVAL;
+  int rc = fd < loop->nwatches ? RM_OK : grow_watches(loop, fd);
+  if (rc == RM_OK && loop->be->reserve) rc = loop->be->reserve(loop, loop->be_state, fd);
+  return rc;
+}
+
+int rm__loop_conn_room(const rm_loop *loop) {
+  return loop->max_conns == 0 || loop->nconns < loop->max_conns;
+}
+
+int rm_loop_pollfds(const rm_loop *loop, struct pollfd *out, int max) {
+  int fd = rm_loop_fd(loop), n = 0;
+  if (fd >= 0) {  /* the backend's own descriptor stands for every watch */
+    if (max > 0) out[0] = (struct pollfd){.fd = fd, .events = POLLIN};
+    return 1;
+  }
+  for (int i = 0; i < loop->nwatches; i++) {
+    int ev = loop->watches[i].events;
+    if (!ev) continue;
+    if (n < max)
+      out[n] = (struct pollfd){.fd = i, .events = (short)(((ev & RM_READ) ? POLLIN : 0) | ((ev & RM_WRITE) ? POLLOUT : 0))};
+    n++;
+  }
+  return n;
+}
 
 /* ---- timers ---------------------------------------------------------- */
 

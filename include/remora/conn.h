@@ -38,10 +38,11 @@ typedef struct rm_conn_handler {
   void (*on_error)(rm_conn *c, int err, void *ud);
 } rm_conn_handler;
 
-/* Wraps a connected, non-blocking socket. */
+/* Wraps a connected, non-blocking socket. NULL at the loop's max_conns cap or
+ * when memory runs out; the caller still owns fd then (and closes it). */
 rm_conn *rm_conn_new(rm_loop *loop, int fd, const rm_conn_handler *h, void *ud);
 /* Starts a non-blocking connect; the handler's on_connect says how it ended.
- * bind_addr (may be NULL) picks the local address. */
+ * bind_addr (may be NULL) picks the local address. RM_ELIMIT at the cap. */
 int rm_conn_connect(rm_loop *loop, const struct sockaddr *addr, socklen_t len,
                     const struct sockaddr *bind_addr, socklen_t bind_len,
                     const rm_conn_handler *h, void *ud, rm_conn **out);
@@ -102,7 +103,9 @@ void rm_conn_update(rm_conn *c);
 
 /* Listeners. The accept callback receives a non-blocking, close-on-exec fd,
  * which the callee owns. When the process is out of file descriptors the
- * listener pauses for a moment and tries again, instead of spinning. */
+ * listener pauses for a moment and tries again, instead of spinning. While the
+ * loop holds max_conns connections, new peers are accepted and closed at once
+ * (one log line per burst); the callback does not run for them. */
 typedef struct rm_listener rm_listener;
 typedef void (*rm_accept_cb)(rm_listener *l, int fd, void *ud);
 enum { RM_LISTEN_IPV6 = 1, RM_LISTEN_REUSEPORT = 2, RM_LISTEN_V6ONLY = 4 };

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <poll.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -45,6 +46,11 @@ typedef struct rm_loop_config {
   int max_fds;          /* highest fd + 1 the loop may watch; 0: RLIMIT_NOFILE */
   rm_alloc_fn alloc;    /* NULL: the C library's malloc family */
   void *alloc_ud;
+  /* Connections (rm_conn, open or still closing) the loop holds at most; past
+   * it listeners refuse new peers (accept, then close at once) and
+   * rm_conn_new/rm_conn_connect fail, while existing connections go on.
+   * 0: no cap but max_fds. */
+  int max_conns;
 } rm_loop_config;
 
 rm_loop *rm_loop_new(const rm_loop_config *cfg); /* cfg may be NULL */
@@ -58,9 +64,15 @@ int rm_loop_run(rm_loop *loop);
 int rm_loop_run_once(rm_loop *loop, int timeout_ms);
 void rm_loop_stop(rm_loop *loop);
 /* A host that has its own poll(): wait for rm_loop_fd() to be readable, or
- * rm_loop_timeout() ms, then call rm_loop_run_once(loop, 0). */
+ * rm_loop_timeout() ms, then call rm_loop_run_once(loop, 0). rm_loop_fd() is
+ * -1 when the backend has no descriptor of its own (poll): such a host adds
+ * rm_loop_pollfds() to its poll set instead, which works for every backend. */
 int rm_loop_fd(const rm_loop *loop);
 int rm_loop_timeout(rm_loop *loop);
+/* Fills out[0..max) with what the loop waits on (POLLIN/POLLOUT set in
+ * events) and returns how many entries that takes, which may exceed max: call
+ * again with a bigger array then. Valid until the next call into the loop. */
+int rm_loop_pollfds(const rm_loop *loop, struct pollfd *out, int max);
 
 /* What keeps rm_loop_run() going: references taken by open connections,
  * listeners, active timers, and any host object that calls rm_loop_ref(). */
