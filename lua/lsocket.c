@@ -207,6 +207,7 @@ static int tcp_read(lua_State *L, rm_sock *s, long timeout) {
     if (!s->disabled) rm_conn_want_read(s->conn, 1);
     return rm_co_suspend(L, co, RM_WAIT_READ, s, timeout, tcp_read_k, (lua_KContext)timeout);
   }
+  if (n == 0 && s->halfclose) return rm_push_error(L, "socketclosed");  /* writing goes on */
   rm_sock_close(s);   /* end of stream or a failure: the socket is done */
   return rm_push_error(L, n == 0 || n == RM_ECLOSED ? "socketclosed" : "socketreadfailed");
 }
@@ -626,12 +627,26 @@ static int sock_setoption(lua_State *L) {
     if (!rc && on && intvl > 0) rc = setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
   } else if (strcmp(name, "dontroute") == 0) {
     rc = setsockopt(fd, SOL_SOCKET, SO_DONTROUTE, &on, sizeof on);
+  } else if (strcmp(name, "halfclose") == 0 && s->kind == RM_SK_TCP) {
+    s->halfclose = on;
+    rc = 0;
   } else if (s->kind == RM_SK_UDP) {
     return rm_udp_setoption(L, s, name);
   } else {
-    return luaL_argerror(L, 2, "unknown option (tcp-nodelay, keepalive, dontroute, broadcast, ip-membership)");
+    return luaL_argerror(L, 2, "unknown option (tcp-nodelay, keepalive, dontroute, halfclose, broadcast, ip-membership)");
   }
   if (rc != 0) return rm_push_error(L, strerror(errno));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* shutdown(): a half-close. The peer reads end of stream once the queue is
+ * delivered; this side may go on reading. */
+static int sock_shutdown(lua_State *L) {
+  rm_sock *s = rm_sock_check(L, 1);
+  if (s->kind != RM_SK_TCP) return rm_push_error(L, "socketclosed");
+  if (s->ext) return rm_push_error(L, "incorrectuse");   /* the protocol closes its own way */
+  if (rm_conn_shutdown(s->conn) != RM_OK) return rm_push_error(L, "socketwritefailed");
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -761,13 +776,13 @@ static const luaL_Reg sock_methods[] = {
   {"event", sock_event}, {"queuelen", sock_queuelen}, {"disable", sock_disable}, {"enable", sock_enable},
   {"setoption", sock_setoption}, {"peername", sock_peername}, {"sockname", sock_sockname},
   {"sendto", rm_udp_sendto}, {"owner", sock_owner}, {"state", sock_state}, {"websocket", sock_websocket},
-  {NULL, NULL}
+  {"shutdown", sock_shutdown}, {NULL, NULL}
 };
 
 static const luaL_Reg socket_funcs[] = {
   {"bind", sock_bind}, {"connect", sock_connect}, {"event", ba_event}, {"udpcon", rm_udp_new},
   {"toip", ba_toip}, {"n2h", ba_n2h}, {"h2n", ba_h2n}, {"getsock", ba_getsock}, {"stat", ba_stat},
-  {NULL, NULL}
+  {"pipe", rm_sock_pipe}, {NULL, NULL}
 };
 
 int rm_open_socket(lua_State *L) {

@@ -27,6 +27,7 @@ struct rm_sock {
   rm_listener *lst;
   int fd;                   /* UDP */
   int udp_connected, ipv6, disabled;
+  int halfclose;            /* setoption("halfclose"): end of stream leaves writing open */
   rm_co *owner;             /* the coroutine bound by event() */
   rm_co *reader;            /* waiting in read() or accept() */
   rm_co *wq_head, *wq_tail; /* writers waiting, FIFO */
@@ -59,6 +60,7 @@ void rm_sock_wake_all(rm_sock *s, int reason);
 rm_co *rm_sock_waiter(lua_State *L, const char *what);
 int rm_sock_wake_result(lua_State *L, rm_co *co);   /* nil, reason for a failed wait */
 
+int rm_sock_pipe(lua_State *L);     /* ba.socket.pipe (lpipe.c) */
 int rm_udp_new(lua_State *L);        /* ba.socket.udpcon */
 int rm_udp_read(lua_State *L, rm_sock *s);
 int rm_udp_write(lua_State *L, rm_sock *s, const char *p, size_t n);
