@@ -6,6 +6,7 @@
 #include "lua/rt.h"
 
 void rm__rt_register(lua_State *L, rm_rt *rt);
+int rm_open_tls(lua_State *L);   /* ba.create (ltls.c) */
 
 enum { DEFAULT_QUEUELEN = 16 * 1024 };
 
@@ -57,6 +58,10 @@ static int open_ba(lua_State *L) {
   lua_getfield(L, -2, "sleep");
   lua_setfield(L, -2, "sleep");      /* ba.socket.sleep is ba.sleep */
   lua_setfield(L, -2, "socket");
+  rm_open_tls(L);                    /* after ba.socket: it adds the TLS socket methods */
+  lua_setfield(L, -2, "create");
+  rm_open_thread(L);
+  lua_setfield(L, -2, "thread");
   lua_pushcfunction(L, ba_clock);
   lua_setfield(L, -2, "clock");
   lua_pushliteral(L, "remora 0.1");
@@ -79,9 +84,10 @@ rm_lua *rm_lua_new(rm_loop *loop, const rm_lua_config *cfg) {
   rt->loop = loop;
   rt->queuelen = cfg && cfg->queuelen ? cfg->queuelen : DEFAULT_QUEUELEN;
   rt->dev = cfg ? cfg->dev : 0;
+  rt->threads = cfg ? cfg->threads : -1;
   rt->L = lua_newstate(alloc, ud);
   if (!rt->L) { rm_loop_free_mem(loop, rt, sizeof(*rt)); return NULL; }
-  pthread_mutex_init(&rt->lock, NULL);
+  rm_rt_lock_init(rt);
   lua_State *L = rt->L;
   *(void **)lua_getextraspace(L) = NULL;   /* new threads copy it: none is a remora coroutine */
   luaL_openlibs(L);
@@ -144,9 +150,11 @@ void rm_lua_shutdown(rm_lua *rt) { rm_rt_shutdown(rt); }
 void rm_lua_free(rm_lua *rt) {
   rm_loop *loop = rt->loop;
   rm_rt_shutdown(rt);
+  rm_thread_shutdown(rt);
+  if (rt->pool) return;   /* a job still runs Lua: the state cannot go (logged) */
   /* Coroutines still listed were never resumed again: release them. */
   while (rt->all) rm_co_kill(rt->all);
   lua_close(rt->L);
-  pthread_mutex_destroy(&rt->lock);
+  rm_rt_lock_destroy(rt);
   rm_loop_free_mem(loop, rt, sizeof(*rt));
 }

@@ -53,6 +53,11 @@ void rm_sock_wake_all(rm_sock *s, int reason) {
 
 void rm_sock_close(rm_sock *s) {
   rm_rt *rt = s->rt;
+  if (s->xusers > 0 && s->kind == RM_SK_TCP) {   /* a worker polls its fd: it closes it after */
+    s->close_pending = 1;
+    rm_sock_wake_all(s, RM_WAKE_CLOSED);
+    return;
+  }
   if (s->ext && s->ext->close && s->kind == RM_SK_TCP) s->ext->close(s);
   switch (s->kind) {
   case RM_SK_TCP: rm_conn_close(s->conn); s->conn = NULL; rt->nsockets--; break;
@@ -131,6 +136,7 @@ static void on_writable(rm_conn *c, void *ud) {
     rm_conn_want_write(c, 0);
     rm_co_wake(s->reader, RM_WAKE_READY);
   }
+  s->xqueued = rm_conn_queued(c);
   if (s->wq_head) rm_co_wake(s->wq_head, RM_WAKE_READY);
   rm_rt_run_ready(rt);
   rm_rt_leave(rt);
@@ -159,6 +165,15 @@ rm_sock *rm_sock_from_conn(lua_State *L, rm_rt *rt, rm_conn *c) {
   rm_sock *s = rm_sock_push(L, rt, RM_SK_NEW);
   become_tcp(s, c);
   return s;
+}
+
+int rm_sock_adopt_fd(lua_State *L) {
+  rm_sock *s = rm_sock_check(L, 1);
+  rm_conn *c = rm_conn_new(s->rt->loop, s->fd, &tcp_handler, s);
+  if (!c) { close(s->fd); s->fd = -1; return luaL_error(L, "out of memory"); }
+  s->fd = -1;
+  become_tcp(s, c);
+  return 0;
 }
 
 rm_conn *rm_sock_detach(rm_sock *s) {
@@ -220,6 +235,7 @@ static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
 static int sock_read(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);
   if (s->ext && s->ext->read) return s->ext->read(L, s);
+  if (!rm_loop_on_thread(s->rt->loop)) return rm_sock_worker_read(L, s);
   lua_Integer ms = luaL_optinteger(L, 2, -1);
   switch (s->kind) {
   case RM_SK_TCP: return tcp_read(L, s, ms < 0 ? -1 : (long)ms);
@@ -310,11 +326,12 @@ static int tcp_write_nowait(lua_State *L, rm_sock *s) {
     return 2;
   }
   if (rm_conn_write(s->conn, p, n) != RM_OK) { rm_sock_close(s); return rm_push_error(L, "socketwritefailed"); }
+  s->xqueued = rm_conn_queued(s->conn);
   lua_pushboolean(L, 1);
   return 1;
 }
 
-static int sock_write(lua_State *L) {
+int rm_sock_lwrite(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);
   if (s->ext && s->ext->write) return s->ext->write(L, s);
   luaL_checkstring(L, 2);
@@ -325,11 +342,18 @@ static int sock_write(lua_State *L) {
     return rm_udp_write(L, s, p, n);
   }
   if (s->kind != RM_SK_TCP) return rm_push_error(L, "socketclosed");
+  if (!rm_loop_on_thread(s->rt->loop)) return rm_sock_worker_write(L, s);
   rm_co *co = rm_co_current(L);
   return co ? tcp_write(L, s, co, W_NEW) : tcp_write_nowait(L, s);
 }
 
 /* ---- connect ---- */
+
+/* TLS for connect, bind and accept (ltls.c). */
+int rm__sock_tls_wanted(lua_State *L, int opts);
+int rm__sock_tls_connect(lua_State *L, rm_sock *s, long deadline);
+int rm__sock_tls_listen(lua_State *L, rm_sock *s, int idx);
+int rm__sock_tls_accept(rm_sock *ls, rm_sock *ns);
 
 static void on_resolved(void *ud, int err, const struct sockaddr *sa, socklen_t len) {
   rm_sock *s = ud;
@@ -357,6 +381,7 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
     rm_conn *c = s->conn;
     s->conn = NULL;
     become_tcp(s, c);
+    if (rm__sock_tls_wanted(L, 3)) return rm__sock_tls_connect(L, s, (long)ctx);
     return 1;   /* the socket */
   }
   if (s->resolve) rm_resolve_cancel(s->resolve);
@@ -367,8 +392,10 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
   return rm_push_error(L, s->connect_err == RM_ERESOLVE ? "cannotresolve" : "cannotconnect");
 }
 
-/* ba.socket.connect(host, port [, {timeout=, ipv6=}]) */
+/* ba.socket.connect(host, port [, {timeout=, ipv6=, shark=, alpn=}]): the
+ * timeout covers the TLS handshake too. */
 static int sock_connect(lua_State *L) {
+  if (!rm_loop_on_thread(rm_rt_get(L)->loop)) return rm_sock_worker_connect(L);
   const char *host = luaL_checkstring(L, 1);
   lua_Integer port = luaL_checkinteger(L, 2);
   rm_rt *rt = rm_rt_get(L);
@@ -380,6 +407,7 @@ static int sock_connect(lua_State *L) {
     lua_pop(L, 2);
   }
   if (port < 1 || port > 65535) return luaL_argerror(L, 2, "port out of range");
+  rm__sock_tls_wanted(L, 3);   /* checks shark= and alpn= before connecting */
   rm_co *co = rm_sock_waiter(L, "ba.socket.connect");
   rm_sock *s;
   if (co->sock && co->sock->kind == RM_SK_NEW && !co->sock->resolve && !co->sock->conn) {
@@ -393,7 +421,9 @@ static int sock_connect(lua_State *L) {
   if (rc != RM_OK) return rm_push_error(L, "cannotresolve");
   s->reader = co;
   co->on_wake = connect_cancel;
-  return rm_co_suspend(L, co, RM_WAIT_CONNECT, s, timeout, connect_k, 0);
+  rm_loop_update_time(rt->loop);
+  lua_KContext deadline = (lua_KContext)rm_loop_now(rt->loop) + timeout;
+  return rm_co_suspend(L, co, RM_WAIT_CONNECT, s, timeout, connect_k, deadline);
 }
 
 /* ---- listen and accept ---- */
@@ -409,8 +439,9 @@ static void on_accept(rm_listener *l, int fd, void *ud) {
   rm_rt_leave(rt);
 }
 
-/* ba.socket.bind(port [, {intf=, ipv6=, backlog=, reuseport=}]) */
+/* ba.socket.bind(port [, {intf=, ipv6=, backlog=, reuseport=, shark=}]) */
 static int sock_bind(lua_State *L) {
+  RM_ON_LOOP(L, rm_rt_get(L), sock_bind);
   lua_Integer port = luaL_checkinteger(L, 1);
   rm_rt *rt = rm_rt_get(L);
   const char *intf = NULL;
@@ -423,6 +454,7 @@ static int sock_bind(lua_State *L) {
     lua_pop(L, 4);
   }
   if (port < 0 || port > 65535) return luaL_argerror(L, 1, "port out of range");
+  int shark = lua_istable(L, 2) && lua_getfield(L, 2, "shark") != LUA_TNIL;   /* a server sharkssl */
   rm_co *co = rm_co_current(L);
   rm_sock *s;
   if (co && co->sock) {   /* inside a socket coroutine: its own socket listens */
@@ -432,8 +464,11 @@ static int sock_bind(lua_State *L) {
   } else {
     s = rm_sock_push(L, rt, RM_SK_NEW);
   }
-  if (rm_listen(rt->loop, intf, (int)port, flags, backlog, on_accept, s, &s->lst) != RM_OK)
+  if (shark && rm__sock_tls_listen(L, s, 3) != RM_OK) return rm_push_error(L, "malloc");
+  if (rm_listen(rt->loop, intf, (int)port, flags, backlog, on_accept, s, &s->lst) != RM_OK) {
+    if (s->ext) { s->ext->gc(s); s->ext = NULL; }   /* the TLS config only a listener keeps */
     return rm_push_error(L, "bind");
+  }
   s->kind = RM_SK_LISTEN;
   s->ipv6 = (flags & RM_LISTEN_IPV6) != 0;
   rt->nlisteners++;
@@ -444,6 +479,7 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx);
 
 static int sock_accept(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);
+  if (!rm_loop_on_thread(s->rt->loop)) return luaL_error(L, "accept: call it from a socket coroutine, not a thread job");
   if (s->kind == RM_SK_CLOSED) return rm_push_error(L, "socketclosed");
   if (s->kind != RM_SK_LISTEN) return luaL_error(L, "accept: not a listening socket");
   if (s->npending == 0) {
@@ -460,6 +496,7 @@ static int sock_accept(lua_State *L) {
   rm_conn *c = rm_conn_new(s->rt->loop, fd, &tcp_handler, ns);
   if (!c) { close(fd); return rm_push_error(L, "malloc"); }
   become_tcp(ns, c);
+  if (s->tls && rm__sock_tls_accept(s, ns) != RM_OK) { rm_sock_close(ns); return rm_push_error(L, "malloc"); }
   return 1;
 }
 
@@ -474,6 +511,7 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
 /* sock:event(fn [, "r"|"s"], ...) */
 static int sock_event(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);
+  RM_ON_LOOP(L, s->rt, sock_event);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   int mode = 'r', first_arg = 3;
   if (lua_type(L, 3) == LUA_TSTRING) {
@@ -506,6 +544,7 @@ static int sock_event(lua_State *L) {
 static int ba_event(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   rm_rt *rt = rm_rt_get(L);
+  RM_ON_LOOP(L, rt, ba_event);
   int nargs = lua_gettop(L) - 1;
   rm_sock *s = rm_sock_push(L, rt, RM_SK_NEW);
   lua_insert(L, 1);                       /* sock, fn, args... */
@@ -522,8 +561,9 @@ static int ba_event(lua_State *L) {
 
 /* ---- the rest of the methods ---- */
 
-static int sock_close(lua_State *L) {
+int rm_sock_lclose(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);
+  RM_ON_LOOP(L, s->rt, rm_sock_lclose);
   rm_sock_close(s);
   rm_rt_run_ready(s->rt);
   return 0;
@@ -531,6 +571,7 @@ static int sock_close(lua_State *L) {
 
 static int sock_gc(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);
+  if (s->kind != RM_SK_CLOSED && !rm_loop_on_thread(s->rt->loop)) rm_sock_gc_elsewhere(s);
   if (s->kind != RM_SK_CLOSED) rm_sock_close(s);
   if (s->ext && s->ext->gc) s->ext->gc(s);
   s->ext = NULL;
@@ -540,6 +581,7 @@ static int sock_gc(lua_State *L) {
 /* queuelen([max]): the previous bound, optionally setting a new one. */
 static int sock_queuelen(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);
+  RM_ON_LOOP(L, s->rt, sock_queuelen);
   lua_pushinteger(L, (lua_Integer)s->queuelen);
   if (!lua_isnoneornil(L, 2)) {
     lua_Integer n = luaL_checkinteger(L, 2);
@@ -560,6 +602,7 @@ static int enabled_k(lua_State *L, int status, lua_KContext ctx) {
  * enable's arguments; from elsewhere it stops read events. */
 static int sock_disable(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);
+  RM_ON_LOOP(L, s->rt, sock_disable);
   rm_co *co = rm_co_current(L);
   s->disabled = 1;
   if (s->kind == RM_SK_TCP) rm_conn_want_read(s->conn, 0);
@@ -572,6 +615,7 @@ static int sock_disable(lua_State *L) {
 
 static int sock_enable(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);
+  RM_ON_LOOP(L, s->rt, sock_enable);
   s->disabled = 0;
   if (s->kind == RM_SK_TCP && s->reader) rm_conn_want_read(s->conn, 1);
   if (s->owner && s->owner->waiting == RM_WAIT_DISABLED && !s->owner->ready) {
@@ -772,7 +816,7 @@ static int ba_h2n(lua_State *L) {
 }
 
 static const luaL_Reg sock_methods[] = {
-  {"read", sock_read}, {"write", sock_write}, {"accept", sock_accept}, {"close", sock_close},
+  {"read", sock_read}, {"write", rm_sock_lwrite}, {"accept", sock_accept}, {"close", rm_sock_lclose},
   {"event", sock_event}, {"queuelen", sock_queuelen}, {"disable", sock_disable}, {"enable", sock_enable},
   {"setoption", sock_setoption}, {"peername", sock_peername}, {"sockname", sock_sockname},
   {"sendto", rm_udp_sendto}, {"owner", sock_owner}, {"state", sock_state}, {"websocket", sock_websocket},

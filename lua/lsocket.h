@@ -39,6 +39,11 @@ struct rm_sock {
   const rm_sock_ext *ext;   /* a protocol on top (WebSocket), or NULL */
   void *ext_state;
   void *tls;                /* TLS configuration for a listener's accepted sockets */
+  /* Worker threads (lblocking.c): how many wait on the fd now (a close is
+   * deferred until they are gone), and the queue size the dispatcher last
+   * saw, which workers read under the Lua lock. */
+  int xusers, close_pending;
+  size_t xqueued;
 };
 
 rm_sock *rm_sock_check(lua_State *L, int idx);
@@ -59,6 +64,17 @@ void rm_sock_wake_all(rm_sock *s, int reason);
 /* The coroutine that may wait on s here, or a Lua error naming the rule. */
 rm_co *rm_sock_waiter(lua_State *L, const char *what);
 int rm_sock_wake_result(lua_State *L, rm_co *co);   /* nil, reason for a failed wait */
+
+/* sock:close() and sock:write() as Lua C functions (for delegation). */
+int rm_sock_lclose(lua_State *L);
+int rm_sock_lwrite(lua_State *L);
+
+/* Blocking mode: socket calls made on a worker thread (lblocking.c). */
+int rm_sock_worker_read(lua_State *L, rm_sock *s);
+int rm_sock_worker_write(lua_State *L, rm_sock *s);
+int rm_sock_worker_connect(lua_State *L);
+int rm_sock_adopt_fd(lua_State *L);   /* on the dispatcher: the fd of the socket at 1 */
+void rm_sock_gc_elsewhere(rm_sock *s);
 
 int rm_sock_pipe(lua_State *L);     /* ba.socket.pipe (lpipe.c) */
 int rm_udp_new(lua_State *L);        /* ba.socket.udpcon */

@@ -57,6 +57,7 @@ static ltimer *check(lua_State *L) { return luaL_checkudata(L, 1, TIMER_MT); }
 static int timer_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   rm_rt *rt = rm_rt_get(L);
+  RM_ON_LOOP(L, rt, timer_new);
   ltimer *lt = lua_newuserdatauv(L, sizeof(ltimer), 0);
   *lt = (ltimer){.rt = rt, .fn = LUA_NOREF, .self = LUA_NOREF};
   luaL_setmetatable(L, TIMER_MT);
@@ -72,6 +73,7 @@ static int timer_new(lua_State *L) {
  * the garbage collector would be a silent bug. */
 static int timer_set(lua_State *L) {
   ltimer *lt = check(L);
+  RM_ON_LOOP(L, lt->rt, timer_set);
   lua_Integer ms = luaL_checkinteger(L, 2);
   luaL_argcheck(L, ms >= 0, 2, "interval must not be negative");
   lt->ms = (uint64_t)ms;
@@ -87,6 +89,7 @@ static int timer_set(lua_State *L) {
 
 static int timer_reset(lua_State *L) {
   ltimer *lt = check(L);
+  RM_ON_LOOP(L, lt->rt, timer_reset);
   if (!lua_isnoneornil(L, 2)) lt->ms = (uint64_t)luaL_checkinteger(L, 2);
   if (lt->self == LUA_NOREF) return 0;
   rm_timer_start(lt->t, lt->ms, lt->ms ? lt->ms : 1);
@@ -96,15 +99,18 @@ static int timer_reset(lua_State *L) {
 
 static int timer_cancel(lua_State *L) {
   ltimer *lt = check(L);
+  RM_ON_LOOP(L, lt->rt, timer_cancel);
   int was = rm_timer_active(lt->t);
   if (lt->self != LUA_NOREF) ltimer_stop(lt);
   lua_pushboolean(L, was);
   return 1;
 }
 
+static void free_timer(rm_rt *rt, void *t) { rm_timer_free(t); }
+
 static int timer_gc(lua_State *L) {
   ltimer *lt = check(L);
-  if (lt->t) rm_timer_free(lt->t);
+  if (lt->t) rm_rt_on_loop(lt->rt, free_timer, lt->t);   /* the loop's heap is the loop's */
   lt->t = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, lt->fn);
   return 0;

@@ -106,6 +106,7 @@ int rm_udp_setoption(lua_State *L, rm_sock *s, const char *name) {
 /* udpcon() / udpcon(localport) / udpcon(host, port [, {port=, intf=, ipv6=}]) */
 int rm_udp_new(lua_State *L) {
   rm_rt *rt = rm_rt_get(L);
+  RM_ON_LOOP(L, rt, rm_udp_new);
   const char *host = NULL, *intf = NULL;
   int port = 0, local = 0, ipv6 = 0, opts = 0;
   if (lua_type(L, 1) == LUA_TSTRING) {

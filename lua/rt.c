@@ -1,6 +1,7 @@
 /* The Lua runtime: the coroutine records, the one resume point, the ready
  * queue, errors and shutdown. See rt.h. */
 #include <string.h>
+#include <time.h>
 #include "lua/rt.h"
 
 static const char RT_KEY = 'R';   /* registry key: its address */
@@ -25,8 +26,62 @@ rm_co *rm_co_current(lua_State *L) {
   return co;
 }
 
-void rm_rt_enter(rm_rt *rt) { pthread_mutex_lock(&rt->lock); }
-void rm_rt_leave(rm_rt *rt) { pthread_mutex_unlock(&rt->lock); }
+/* ---- the Lua lock ---- */
+
+void rm_rt_lock_init(rm_rt *rt) {
+  pthread_mutex_init(&rt->lock_mu, NULL);
+  pthread_cond_init(&rt->lock_cv, NULL);
+  rt->lock_next = rt->lock_serving = 0;
+}
+
+void rm_rt_lock_destroy(rm_rt *rt) {
+  pthread_mutex_destroy(&rt->lock_mu);
+  pthread_cond_destroy(&rt->lock_cv);
+}
+
+void rm_rt_enter(rm_rt *rt) {
+  pthread_mutex_lock(&rt->lock_mu);
+  unsigned long ticket = rt->lock_next++;
+  while (ticket != rt->lock_serving) pthread_cond_wait(&rt->lock_cv, &rt->lock_mu);
+  pthread_mutex_unlock(&rt->lock_mu);
+}
+
+void rm_rt_leave(rm_rt *rt) {
+  pthread_mutex_lock(&rt->lock_mu);
+  rt->lock_serving++;
+  if (rt->lock_next != rt->lock_serving) pthread_cond_broadcast(&rt->lock_cv);
+  pthread_mutex_unlock(&rt->lock_mu);
+}
+
+void rm_rt_yield_lock(rm_rt *rt) {
+  pthread_mutex_lock(&rt->lock_mu);
+  int waiting = rt->lock_next - rt->lock_serving > 1;
+  pthread_mutex_unlock(&rt->lock_mu);
+  if (!waiting) return;
+  rm_rt_leave(rt);
+  rm_rt_enter(rt);   /* behind the waiters: they run first */
+}
+
+typedef struct on_loop_call { rm_rt *rt; void (*fn)(rm_rt *, void *); void *ud; } on_loop_call;
+
+static void run_on_loop(void *arg) {
+  on_loop_call c = *(on_loop_call *)arg;
+  rm_loop_free_mem(c.rt->loop, arg, sizeof(on_loop_call));
+  rm_rt_enter(c.rt);
+  c.fn(c.rt, c.ud);
+  rm_rt_run_ready(c.rt);
+  rm_rt_leave(c.rt);
+}
+
+int rm_rt_on_loop(rm_rt *rt, void (*fn)(rm_rt *, void *), void *ud) {
+  if (rm_loop_on_thread(rt->loop)) { fn(rt, ud); return RM_OK; }
+  on_loop_call *c = rm_loop_alloc(rt->loop, sizeof(*c));
+  if (!c) return RM_ENOMEM;
+  *c = (on_loop_call){rt, fn, ud};
+  int rc = rm_loop_post(rt->loop, run_on_loop, c);
+  if (rc != RM_OK) rm_loop_free_mem(rt->loop, c, sizeof(*c));
+  return rc;
+}
 
 const char *rm_errstr(int err) {
   switch (err) {
@@ -54,6 +109,68 @@ void rm_rt_log_error(rm_rt *rt, lua_State *co, const char *what) {
   luaL_traceback(L, co, msg, 0);
   rm_loop_log(rt->loop, RM_LOG_ERROR, "%s: %s", what, lua_tostring(L, -1));
   lua_pop(L, 1);
+}
+
+typedef struct sync_call {
+  void (*fn)(rm_rt *, void *);
+  void *ud;
+  int done;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+} sync_call;
+
+static void run_sync(rm_rt *rt, void *ud) {
+  sync_call *c = ud;
+  c->fn(rt, c->ud);
+  pthread_mutex_lock(&c->mu);
+  c->done = 1;
+  pthread_cond_signal(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+int rm_rt_on_loop_wait(rm_rt *rt, void (*fn)(rm_rt *, void *), void *ud) {
+  if (rm_loop_on_thread(rt->loop)) { fn(rt, ud); return RM_OK; }
+  sync_call c = {.fn = fn, .ud = ud};
+  pthread_mutex_init(&c.mu, NULL);
+  pthread_cond_init(&c.cv, NULL);
+  int rc = rm_rt_on_loop(rt, run_sync, &c);
+  if (rc == RM_OK) {
+    rm_rt_leave(rt);
+    pthread_mutex_lock(&c.mu);
+    while (!c.done) pthread_cond_wait(&c.cv, &c.mu);  /* the loop runs posts even at shutdown */
+    pthread_mutex_unlock(&c.mu);
+    rm_rt_enter(rt);
+  }
+  pthread_mutex_destroy(&c.mu);
+  pthread_cond_destroy(&c.cv);
+  return rc;
+}
+
+typedef struct delegate_call { lua_State *L; lua_CFunction f; int nargs, status, nres; } delegate_call;
+
+static void run_delegate(rm_rt *rt, void *ud) {
+  delegate_call *d = ud;
+  int base = lua_gettop(d->L) - d->nargs;
+  lua_pushcfunction(d->L, d->f);
+  lua_insert(d->L, base + 1);
+  d->status = lua_pcall(d->L, d->nargs, LUA_MULTRET, 0);
+  d->nres = lua_gettop(d->L) - base;
+}
+
+int rm_rt_delegate_n(lua_State *L, lua_CFunction f, int nargs) {
+  delegate_call d = {L, f, nargs, LUA_OK, 0};
+  if (rm_rt_on_loop_wait(rm_rt_get(L), run_delegate, &d) != RM_OK) return luaL_error(L, "out of memory");
+  if (d.status != LUA_OK) return lua_error(L);
+  return d.nres;
+}
+
+int rm_rt_delegate(lua_State *L, lua_CFunction f) { return rm_rt_delegate_n(L, f, lua_gettop(L)); }
+
+void rm_rt_pause(rm_rt *rt, long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+  rm_rt_leave(rt);
+  nanosleep(&ts, NULL);
+  rm_rt_enter(rt);
 }
 
 /* ---- coroutine records ---- */

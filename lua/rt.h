@@ -56,12 +56,17 @@ struct rm_co {
 struct rm_rt {
   rm_loop *loop;
   lua_State *L;
-  pthread_mutex_t lock;  /* the Lua lock: held by whichever thread runs Lua */
+  /* The Lua lock, held by whichever thread runs Lua: a ticket lock, handed
+   * over in arrival order so neither the dispatcher nor a worker starves. */
+  pthread_mutex_t lock_mu;
+  pthread_cond_t lock_cv;
+  unsigned long lock_next, lock_serving;
   rm_pool *pool;         /* worker threads; NULL when there are none */
   rm_co *all;
   rm_co *ready_head, *ready_tail;
   lua_State *running;    /* the coroutine being resumed, or NULL */
   int shutting_down, nco, dev;
+  int threads;           /* configured worker count (-1: per CPU) */
   size_t queuelen;       /* default write queue bound of new sockets */
   int nsockets, nlisteners, nudp;
 };
@@ -87,9 +92,33 @@ void rm_co_wake(rm_co *co, int reason);
 void rm_co_wake_with(rm_co *co, lua_State *from, int nargs);
 void rm_rt_run_ready(rm_rt *rt);
 
-/* The Lua lock around every entry into Lua from the dispatcher. */
+/* The Lua lock around every entry into Lua from the dispatcher or a worker. */
+void rm_rt_lock_init(rm_rt *rt);
+void rm_rt_lock_destroy(rm_rt *rt);
 void rm_rt_enter(rm_rt *rt);
 void rm_rt_leave(rm_rt *rt);
+/* Lets a waiting thread run Lua, if one waits (long Lua code calls this). */
+void rm_rt_yield_lock(rm_rt *rt);
+/* Runs fn(ud) on the dispatcher thread, with the Lua lock, from any thread:
+ * at once when called there, else posted. For workers touching dispatcher
+ * objects (sockets, timers), which only the dispatcher may change. */
+int rm_rt_on_loop(rm_rt *rt, void (*fn)(rm_rt *rt, void *ud), void *ud);
+/* The same, but a worker waits (the Lua lock released) until fn has run. */
+int rm_rt_on_loop_wait(rm_rt *rt, void (*fn)(rm_rt *rt, void *ud), void *ud);
+/* Runs the C function f with L's stack (its arguments) on the dispatcher
+ * thread while the calling worker waits; returns f's results on L, or
+ * re-raises its error. How a worker uses objects only the dispatcher may
+ * change: the function runs there exactly as if called there. */
+int rm_rt_delegate(lua_State *L, lua_CFunction f);
+int rm_rt_delegate_n(lua_State *L, lua_CFunction f, int nargs);   /* the top nargs values */
+#define RM_ON_LOOP(L, rt, f) \
+  do { if (!rm_loop_on_thread((rt)->loop)) return rm_rt_delegate((L), (f)); } while (0)
+/* A worker waits ms (the Lua lock released). */
+void rm_rt_pause(rm_rt *rt, long ms);
+
+/* ba.thread and the worker pool (lthread.c). */
+int rm_open_thread(lua_State *L);
+void rm_thread_shutdown(rm_rt *rt);
 
 /* Logs a Lua error with the traceback of thread co (may be NULL). */
 void rm_rt_log_error(rm_rt *rt, lua_State *co, const char *what);
