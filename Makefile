@@ -4,6 +4,11 @@
 #   make test       install missing packages, build, run every test
 #   make test-asan  the whole suite under AddressSanitizer + UBSan (build-asan/)
 #   make test-tsan  the thread tests under ThreadSanitizer (build-tsan/)
+#   make examples   the embedding hosts (build/examples/)
+#   make size       code size, idle RSS and bytes per idle connection, as a table
+# Build options: WITH_TLS=0, WITH_WS=0, WITH_LUA=0 leave that layer (and what
+# needs it) out of the library, the tests and the link. WITH_LUA=0 builds no
+# runner: the library, the dispatcher-only host and the C tests remain.
 
 BUILD   ?= build
 CC      ?= cc
@@ -12,23 +17,41 @@ SAN     ?=
 CFLAGS  += $(OPT) $(SAN) -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Iinclude -I. -MMD -MP
 LDFLAGS += $(SAN)
 
+WITH_TLS ?= 1
+WITH_WS  ?= 1
+WITH_LUA ?= 1
+ifeq ($(WITH_LUA),1)
+ifneq ($(WITH_TLS)$(WITH_WS),11)
+$(error WITH_LUA=1 needs WITH_TLS=1 and WITH_WS=1 (the Lua bindings use both); add WITH_LUA=0)
+endif
+endif
+
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null)
-LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
+LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4) -ldl
 TLS_LIBS   := -lmbedtls -lmbedx509 -lmbedcrypto
 X11_LIBS   := -lX11 -lXext -lXdamage -lXtst -ljpeg
-LIBS       := $(LUA_LIBS) $(TLS_LIBS) -lz -lpthread -lm -ldl
+LIBS       := $(if $(filter 1,$(WITH_LUA)),$(LUA_LIBS)) $(if $(filter 1,$(WITH_TLS)),$(TLS_LIBS)) -lz -lpthread -lm
 
 # Each layer is a folder; every .c in it belongs to libremora (lua/main.c is the runner).
-LAYERS     := dispatcher threadpool tls ws http lua
+# A layer left out takes its unit tests (tests/unit/test_LAYER*.c) with it; screen/ is a Lua module.
+LAYERS     := dispatcher threadpool http $(if $(filter 1,$(WITH_TLS)),tls) $(if $(filter 1,$(WITH_WS)),ws) \
+              $(if $(filter 1,$(WITH_LUA)),lua)
+LEFT_OUT   := $(filter-out $(LAYERS),tls ws lua) $(if $(filter 1,$(WITH_LUA)),,screen)
 LIB_SRC    := $(filter-out lua/main.c,$(foreach l,$(LAYERS),$(wildcard $(l)/*.c)))
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+LOOP_OBJ   := $(filter $(BUILD)/obj/dispatcher/%,$(LIB_OBJ))
 SCREEN_SRC := $(wildcard screen/*.c)
 SCREEN_OBJ := $(SCREEN_SRC:%.c=$(BUILD)/obj/%.o)
-UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_SRC   := $(filter-out $(LEFT_OUT:%=tests/unit/test_%%),$(wildcard tests/unit/test_*.c))
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# The embedding hosts: arena links the dispatcher alone, firmware the runtime with Lua.
+EXAMPLES   := $(BUILD)/examples/arena $(if $(filter 1,$(WITH_LUA)),$(BUILD)/examples/firmware)
+RUNNER     := $(if $(filter 1,$(WITH_LUA)),$(BUILD)/remora)
+SCREEN_LIB := $(if $(filter 1,$(WITH_LUA)),$(BUILD)/libremora_screen.a)
+UNIT_LIBS  := $(if $(filter 1,$(WITH_LUA)),$(X11_LIBS)) $(LIBS)
 
-.PHONY: all deps run test test-asan test-tsan clean
-all: $(BUILD)/remora $(BUILD)/libremora.a $(UNIT_BIN)
+.PHONY: all deps run test test-asan test-tsan clean examples size
+all: $(RUNNER) $(BUILD)/libremora.a $(UNIT_BIN) examples
 
 deps:
 	@sh mk/deps.sh
@@ -41,6 +64,11 @@ $(BUILD)/libremora.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+# The dispatcher alone: what a firmware host links when it needs nothing else.
+$(BUILD)/libremora_dispatcher.a: $(LOOP_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
 $(BUILD)/libremora_screen.a: $(SCREEN_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
@@ -48,9 +76,24 @@ $(BUILD)/libremora_screen.a: $(SCREEN_OBJ)
 $(BUILD)/remora: $(BUILD)/obj/lua/main.o $(BUILD)/libremora.a $(BUILD)/libremora_screen.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(X11_LIBS) $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libremora.a $(BUILD)/libremora_screen.a
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libremora.a $(SCREEN_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LUA_CFLAGS) $(LDFLAGS) -o $@ $^ $(X11_LIBS) $(LIBS)
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) $(LDFLAGS) -o $@ $^ $(UNIT_LIBS)
+
+examples: $(EXAMPLES)
+
+$(BUILD)/examples/arena: $(BUILD)/obj/examples/embed/arena.o $(BUILD)/obj/examples/embed/proto.o \
+                         $(BUILD)/libremora_dispatcher.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lpthread
+
+$(BUILD)/examples/firmware: $(BUILD)/obj/examples/embed/firmware.o $(BUILD)/obj/examples/embed/proto.o \
+                            $(BUILD)/libremora.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+size: examples $(BUILD)/libremora_dispatcher.a
+	@/usr/bin/python3 examples/embed/size.py $(BUILD)
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -72,4 +115,4 @@ test-tsan: deps
 clean:
 	rm -rf build build-asan build-tsan
 
--include $(LIB_OBJ:.o=.d) $(SCREEN_OBJ:.o=.d) $(BUILD)/obj/lua/main.d
+-include $(LIB_OBJ:.o=.d) $(SCREEN_OBJ:.o=.d) $(BUILD)/obj/lua/main.d $(wildcard $(BUILD)/obj/examples/embed/*.d)
