@@ -331,6 +331,10 @@ static int tcp_write_nowait(lua_State *L, rm_sock *s) {
   return 1;
 }
 
+int rm_sock_write_fifo(lua_State *L, rm_sock *s) {
+  return tcp_write(L, s, rm_co_current(L), W_NEW);
+}
+
 int rm_sock_lwrite(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);
   if (s->ext && s->ext->write) return s->ext->write(L, s);
@@ -564,6 +568,7 @@ static int ba_event(lua_State *L) {
 int rm_sock_lclose(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);
   RM_ON_LOOP(L, s->rt, rm_sock_lclose);
+  if (s->ext && s->ext->lclose && s->kind == RM_SK_TCP) return s->ext->lclose(L, s);
   rm_sock_close(s);
   rm_rt_run_ready(s->rt);
   return 0;
@@ -820,13 +825,13 @@ static const luaL_Reg sock_methods[] = {
   {"event", sock_event}, {"queuelen", sock_queuelen}, {"disable", sock_disable}, {"enable", sock_enable},
   {"setoption", sock_setoption}, {"peername", sock_peername}, {"sockname", sock_sockname},
   {"sendto", rm_udp_sendto}, {"owner", sock_owner}, {"state", sock_state}, {"websocket", sock_websocket},
-  {"shutdown", sock_shutdown}, {NULL, NULL}
+  {"shutdown", sock_shutdown}, {"ping", rm_ws_ping}, {"wsinfo", rm_ws_info}, {NULL, NULL}
 };
 
 static const luaL_Reg socket_funcs[] = {
   {"bind", sock_bind}, {"connect", sock_connect}, {"event", ba_event}, {"udpcon", rm_udp_new},
   {"toip", ba_toip}, {"n2h", ba_n2h}, {"h2n", ba_h2n}, {"getsock", ba_getsock}, {"stat", ba_stat},
-  {"pipe", rm_sock_pipe}, {NULL, NULL}
+  {"pipe", rm_sock_pipe}, {"wsconnect", rm_ws_connect}, {"wsupgrade", rm_ws_upgrade_lua}, {NULL, NULL}
 };
 
 int rm_open_socket(lua_State *L) {

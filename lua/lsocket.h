@@ -18,6 +18,7 @@ typedef struct rm_sock_ext {
   int (*write)(lua_State *L, rm_sock *s);
   void (*close)(rm_sock *s);                         /* before the connection closes */
   void (*gc)(rm_sock *s);
+  int (*lclose)(lua_State *L, rm_sock *s);           /* close() from Lua, with its arguments */
 } rm_sock_ext;
 
 struct rm_sock {
@@ -57,6 +58,9 @@ rm_conn *rm_sock_detach(rm_sock *s);
  * protocol steps such as a TLS handshake; k runs then, or on timeout. */
 int rm_sock_wait_io(lua_State *L, rm_co *co, rm_sock *s, int events, long timeout,
                     lua_KFunction k, lua_KContext ctx);
+/* The cosocket write of the string at index 2 by the running coroutine: it
+ * waits its turn in the socket's FIFO (for a protocol's frames). */
+int rm_sock_write_fifo(lua_State *L, rm_sock *s);
 rm_sock *rm_sock_push(lua_State *L, rm_rt *rt, int kind);
 void rm_sock_close(rm_sock *s);
 /* Wakes every coroutine waiting on s with reason. */
@@ -82,5 +86,18 @@ int rm_udp_read(lua_State *L, rm_sock *s);
 int rm_udp_write(lua_State *L, rm_sock *s, const char *p, size_t n);
 int rm_udp_sendto(lua_State *L);
 int rm_udp_setoption(lua_State *L, rm_sock *s, const char *name);
+
+/* WebSocket (lws.c). rm_ws_upgrade answers the upgrade request with headers
+ * h on the TCP socket at stack index sidx (req2sock): 101 and the socket
+ * becomes a WebSocket, or 400/403/426 and it closes. opts is the stack index
+ * of an options table (0: none); pre holds bytes already read past the
+ * request. Pushes the socket, or nil and the reason. */
+struct rm_http_header;
+int rm_ws_upgrade(lua_State *L, int sidx, const struct rm_http_header *h, size_t nh, int opts,
+                  const char *pre, size_t prelen);
+int rm_ws_upgrade_lua(lua_State *L);   /* ba.socket.wsupgrade */
+int rm_ws_connect(lua_State *L);       /* ba.socket.wsconnect */
+int rm_ws_ping(lua_State *L);          /* sock:ping */
+int rm_ws_info(lua_State *L);          /* sock:wsinfo */
 
 #endif

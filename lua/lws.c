@@ -1,0 +1,715 @@
+/* WebSocket sockets for Lua: a TCP socket whose read, write and close go
+ * through the codec in ws/ (RFC 6455 with permessage-deflate).
+ *
+ * A WebSocket is an ordinary ba.socket with an extension (rm_sock_ext): the
+ * connection, its FIFO write queue and its waiting coroutines stay lsocket.c's.
+ * Reading feeds the bytes of the connection to a message reader; pings are
+ * answered and close frames handled on the way, so Lua only sees messages.
+ * Writing builds one frame per message (compressed, masked for a client) and
+ * hands it to the socket's FIFO writer, so writers from many coroutines
+ * suspend and leave in order, as for any cosocket. Control frames (pong,
+ * ping, close) are queued directly: they may go between two messages.
+ *
+ * Three ways in: ba.socket.wsconnect (the client), rm_ws_upgrade (the HTTP
+ * server's req2sock) and ba.socket.wsupgrade (a raw TCP socket whose upgrade
+ * request Lua read itself). */
+#include <stdio.h>
+#include <string.h>
+#include "remora/http.h"
+#include "remora/ws.h"
+#include "lua/lsocket.h"
+
+enum {
+  IN_SIZE = 16384,            /* bytes read from the connection per step */
+  DEFAULT_CLOSE_MS = 2000,    /* close(): wait for the peer's close frame */
+  HANDSHAKE_MS = 10000,       /* wsconnect: the server's answer */
+  RESPONSE_MAX = 4096         /* the 101 answer we write */
+};
+
+typedef struct ws {
+  rm_ws_config cfg;
+  rm_ws_deflate_params agreed;
+  rm_ws_reader *rd;
+  rm_ws_deflater *zd;        /* NULL without permessage-deflate */
+  rm_timer *ping;            /* keep-alive, or NULL */
+  rm_sock *sock;             /* for the keep-alive timer */
+  long close_ms;
+  int close_sent, close_received, peer_code;
+  char protocol[64];
+  char extensions[RM_WS_EXTENSION_MAX];
+  size_t size;               /* of this allocation */
+  size_t in_len, in_off, in_cap;
+  uint8_t in[];              /* bytes read, not yet passed to the reader */
+} ws;
+
+/* ---- frames out ---- */
+
+static int is_client(const ws *w) { return !w->cfg.is_server; }
+
+/* A control frame goes straight into the queue (not through the FIFO of
+ * writers): control frames may be sent between the frames of messages. */
+static int send_control(rm_sock *s, int op, const void *p, size_t n) {
+  ws *w = s->ext_state;
+  uint8_t f[RM_WS_MAX_HEADER + RM_WS_MAX_CONTROL], mask[4];
+  if (s->kind != RM_SK_TCP || w->close_sent) return RM_ECLOSED;
+  if (is_client(w)) rm_ws_new_mask(mask);
+  int h = rm_ws_encode_header(f, op, RM_WS_FIN, n, is_client(w) ? mask : NULL);
+  if (h < 0) return h;
+  if (is_client(w)) rm_ws_mask(f + h, p, n, mask, 0);
+  else if (n) memcpy(f + h, p, n);
+  return rm_conn_write(s->conn, f, (size_t)h + n);
+}
+
+/* After the close frame nothing else may be sent: writers still waiting for
+ * their turn give up. */
+static void send_close(rm_sock *s, int code, const char *reason, size_t len) {
+  ws *w = s->ext_state;
+  uint8_t p[RM_WS_MAX_CONTROL];
+  int n = rm_ws_close_payload(p, code, reason, len);
+  if (n < 0) n = rm_ws_close_payload(p, code, NULL, 0);
+  if (n >= 0) send_control(s, RM_WS_OP_CLOSE, p, (size_t)n);
+  w->close_sent = 1;
+  while (s->wq_head) rm_co_wake(s->wq_head, RM_WAKE_CLOSED);
+}
+
+/* One message as one frame on the stack: header, then the payload,
+ * compressed and masked as agreed. */
+static int push_frame(lua_State *L, ws *w, const char *p, size_t n, int text) {
+  const uint8_t *pay = (const uint8_t *)p;
+  size_t plen = n;
+  int flags = RM_WS_FIN;
+  if (w->zd) {
+    int rc = rm_ws_deflate(w->zd, p, n, 1, &pay, &plen);
+    if (rc < 0) return rc;
+    flags |= RM_WS_RSV1;
+  }
+  uint8_t hdr[RM_WS_MAX_HEADER], mask[4];
+  if (is_client(w)) rm_ws_new_mask(mask);
+  int h = rm_ws_encode_header(hdr, text ? RM_WS_OP_TEXT : RM_WS_OP_BINARY, flags, plen,
+                              is_client(w) ? mask : NULL);
+  if (h < 0) return h;
+  luaL_Buffer b;
+  uint8_t *out = (uint8_t *)luaL_buffinitsize(L, &b, (size_t)h + plen);
+  memcpy(out, hdr, (size_t)h);
+  if (is_client(w)) rm_ws_mask(out + h, pay, plen, mask, 0);
+  else if (plen) memcpy(out + h, pay, plen);
+  luaL_pushresultsize(&b, (size_t)h + plen);
+  return RM_OK;
+}
+
+/* write(data [, isText]): binary unless isText. In a coroutine the frame
+ * waits its turn in the socket's FIFO; elsewhere it is queued up to
+ * queuelen, else refused with nil and the bytes queued (before compressing,
+ * so a refused message leaves the compressor's context untouched). */
+static int ws_write(lua_State *L, rm_sock *s) {
+  RM_ON_LOOP(L, s->rt, rm_sock_lwrite);   /* a worker's write: queued, never waits */
+  ws *w = s->ext_state;
+  size_t n;
+  const char *p = luaL_checklstring(L, 2, &n);
+  int text = lua_toboolean(L, 3);
+  if (text) {
+    uint32_t st = RM_WS_UTF8_ACCEPT;
+    if (rm_ws_utf8_validate(&st, (const uint8_t *)p, n) < 0 || st != RM_WS_UTF8_ACCEPT)
+      return luaL_argerror(L, 2, "a text message must be UTF-8");
+  }
+  if (s->kind != RM_SK_TCP || w->close_sent) return rm_push_error(L, "socketclosed");
+  rm_co *co = rm_co_current(L);
+  size_t q = rm_conn_queued(s->conn);
+  if (!co && (s->wq_head || (q > 0 && q + n > s->queuelen))) {
+    lua_pushnil(L);
+    lua_pushinteger(L, (lua_Integer)q);
+    return 2;
+  }
+  if (push_frame(L, w, p, n, text) != RM_OK) return luaL_error(L, "websocket: cannot compress (out of memory)");
+  lua_replace(L, 2);
+  lua_settop(L, 2);
+  if (co) return rm_sock_write_fifo(L, s);
+  if (rm_conn_write(s->conn, lua_tostring(L, 2), lua_rawlen(L, 2)) != RM_OK) {
+    rm_sock_close(s);
+    return rm_push_error(L, "socketwritefailed");
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---- frames in ---- */
+
+/* nil, "socketclosed" [, the peer's close code]. */
+static int push_closed(lua_State *L, ws *w) {
+  lua_pushnil(L);
+  lua_pushliteral(L, "socketclosed");
+  if (!w->close_received) return 2;
+  lua_pushinteger(L, w->peer_code);
+  return 3;
+}
+
+/* The peer broke the protocol: say why in the log, send the close code that
+ * answers it, and close. */
+static int fail_connection(lua_State *L, rm_sock *s, int err) {
+  ws *w = s->ext_state;
+  int code = rm_ws_close_code(err);
+  const char *why = rm_ws_reader_why(w->rd);
+  char peer[64] = "?";
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getpeername(rm_conn_fd(s->conn), (struct sockaddr *)&ss, &len) == 0)
+    rm_addr_format((struct sockaddr *)&ss, peer, sizeof peer, NULL);
+  rm_loop_log(s->rt->loop, RM_LOG_WARN, "websocket %s: %s; closing with %d", peer, why ? why : "error", code);
+  send_close(s, code, NULL, 0);
+  rm_sock_close(s);
+  return rm_push_error(L, code == RM_WS_CLOSE_TOO_BIG ? "toobig"
+                          : code == RM_WS_CLOSE_BAD_DATA ? "baddata"
+                          : code == RM_WS_CLOSE_PROTOCOL ? "protocolerror" : "socketreadfailed");
+}
+
+/* The peer's close frame: answer it with the same code (unless ours went
+ * first) and close the connection, which delivers the answer first. */
+static void on_peer_close(rm_sock *s, const rm_ws_event *ev) {
+  ws *w = s->ext_state;
+  w->close_received = 1;
+  w->peer_code = ev->close_code;
+  if (!w->close_sent)
+    send_close(s, ev->close_code == RM_WS_CLOSE_NO_STATUS ? 0 : ev->close_code, NULL, 0);
+  rm_sock_close(s);
+}
+
+/* What the pump is for: a read() wants the next message; a close() waits for
+ * the peer's close frame and drops messages. */
+enum { PUMP_READ, PUMP_CLOSE };
+
+static int pump(lua_State *L, rm_sock *s, int why, long timeout);
+
+static int pump_k(lua_State *L, int status, lua_KContext ctx) {
+  rm_co *co = rm_co_current(L);
+  rm_sock *s = rm_sock_check(L, 1);
+  int why = (int)(ctx % 2);
+  long timeout = (long)(ctx / 2) - 1;   /* see pump() */
+  if (co->wake == RM_WAKE_READY) return pump(L, s, why, timeout);
+  if (why == PUMP_CLOSE) { rm_sock_close(s); return 0; }   /* the peer kept silent */
+  if (co->wake == RM_WAKE_TIMEOUT) return rm_push_error(L, "timeout");
+  if (co->wake == RM_WAKE_SHUTDOWN) return rm_push_error(L, "sysshutdown");
+  return push_closed(L, s->ext_state);
+}
+
+/* Pushes a message (read) as Barracuda returns it. */
+static int push_message(lua_State *L, ws *w, int kind, const rm_ws_event *ev) {
+  lua_pushlstring(L, (const char *)ev->data, ev->len);
+  lua_pushboolean(L, ev->opcode == RM_WS_OP_TEXT);
+  if (kind == RM_WS_EV_MESSAGE) return 2;
+  lua_pushinteger(L, (lua_Integer)ev->frame_pos);   /* fragment mode */
+  lua_pushinteger(L, (lua_Integer)ev->frame_len);
+  lua_pushboolean(L, ev->last);
+  return 5;
+}
+
+/* Runs the reader over buffered bytes, reads more from the connection when
+ * it has none, and suspends when the connection has none either. */
+static int pump(lua_State *L, rm_sock *s, int why, long timeout) {
+  ws *w = s->ext_state;
+  for (;;) {
+    if (s->kind != RM_SK_TCP) return why == PUMP_CLOSE ? 0 : push_closed(L, w);
+    rm_ws_event ev;
+    size_t used;
+    int k = rm_ws_read(w->rd, w->in + w->in_off, w->in_len - w->in_off, &used, &ev);
+    w->in_off += used;
+    if (k < 0) {
+      int n = fail_connection(L, s, k);
+      return why == PUMP_CLOSE ? 0 : n;
+    }
+    switch (k) {
+    case RM_WS_EV_MESSAGE: case RM_WS_EV_DATA:
+      if (why == PUMP_READ) return push_message(L, w, k, &ev);
+      continue;
+    case RM_WS_EV_PING: send_control(s, RM_WS_OP_PONG, ev.data, ev.len); continue;
+    case RM_WS_EV_PONG: continue;
+    case RM_WS_EV_CLOSE:
+      on_peer_close(s, &ev);
+      return why == PUMP_CLOSE ? 0 : push_closed(L, w);
+    }
+    /* NEED_MORE: the reader took every byte, so the buffer starts over. */
+    w->in_off = w->in_len = 0;
+    long n = rm_conn_read(s->conn, w->in, w->in_cap);
+    if (n > 0) { w->in_len = (size_t)n; continue; }
+    if (n == RM_EAGAIN) {
+      rm_co *co = rm_sock_waiter(L, why == PUMP_READ ? "read" : "close");
+      return rm_sock_wait_io(L, co, s, RM_READ, timeout, pump_k, ((lua_KContext)timeout + 1) * 2 + why);
+    }
+    rm_sock_close(s);   /* end of stream without a close frame: 1006 */
+    return why == PUMP_CLOSE ? 0 : push_closed(L, w);
+  }
+}
+
+/* read([timeout]): data, isText; in fragment mode data, isText, bytesRead,
+ * frameLen, last. */
+static int ws_read(lua_State *L, rm_sock *s) {
+  if (!rm_loop_on_thread(s->rt->loop))
+    return luaL_error(L, "websocket read: from a socket coroutine (sock:event), not a worker thread");
+  lua_Integer ms = luaL_optinteger(L, 2, -1);
+  lua_settop(L, 1);
+  return pump(L, s, PUMP_READ, ms < 0 ? -1 : (long)ms);
+}
+
+/* close([code [, reason]]): sends the close frame, then, in a coroutine that
+ * may read the socket, waits (close_timeout) for the peer's answer before
+ * closing the connection, as RFC 6455 asks. */
+static int ws_lclose(lua_State *L, rm_sock *s) {
+  ws *w = s->ext_state;
+  int code = (int)luaL_optinteger(L, 2, RM_WS_CLOSE_NORMAL);
+  size_t rlen;
+  const char *reason = luaL_optlstring(L, 3, "", &rlen);
+  uint8_t p[RM_WS_MAX_CONTROL];
+  if (rm_ws_close_payload(p, code, reason, rlen) < 0)
+    return luaL_argerror(L, 2, "a close code to send (1000-1003, 1007-1014, 3000-4999) and a UTF-8 reason of at most 123 bytes");
+  if (s->kind != RM_SK_TCP) return 0;
+  if (!w->close_sent) send_close(s, code, reason, rlen);
+  rm_co *co = rm_co_current(L);
+  if (w->close_received || !co || s->reader || w->close_ms <= 0 || s->rt->shutting_down) {
+    rm_sock_close(s);
+    rm_rt_run_ready(s->rt);
+    return 0;
+  }
+  lua_settop(L, 1);
+  return pump(L, s, PUMP_CLOSE, w->close_ms);
+}
+
+/* ---- the extension ---- */
+
+/* The socket closes for any reason (close from outside, its coroutine
+ * ended, shutdown): the peer still gets a close frame. */
+static void ws_close(rm_sock *s) {
+  ws *w = s->ext_state;
+  if (w->ping) rm_timer_stop(w->ping);
+  if (!w->close_sent && !rm_conn_is_broken(s->conn))
+    send_close(s, s->rt->shutting_down ? RM_WS_CLOSE_GOING_AWAY : RM_WS_CLOSE_NORMAL, NULL, 0);
+}
+
+static void ws_free(rm_loop *loop, ws *w) {
+  if (w->ping) rm_timer_free(w->ping);
+  rm_ws_reader_free(w->rd);
+  rm_ws_deflater_free(w->zd);
+  rm_loop_free_mem(loop, w, w->size);
+}
+
+static void ws_gc(rm_sock *s) {
+  ws_free(s->rt->loop, s->ext_state);
+  s->ext_state = NULL;
+}
+
+static const rm_sock_ext ws_ext = {"websocket", ws_read, ws_write, ws_close, ws_gc, ws_lclose};
+
+static ws *check_ws(lua_State *L) {
+  rm_sock *s = rm_sock_check(L, 1);
+  if (s->ext != &ws_ext) luaL_argerror(L, 1, "not a WebSocket");
+  return s->ext_state;
+}
+
+/* ping([payload]) */
+int rm_ws_ping(lua_State *L) {
+  rm_sock *s = rm_sock_check(L, 1);
+  check_ws(L);
+  RM_ON_LOOP(L, s->rt, rm_ws_ping);
+  size_t n;
+  const char *p = luaL_optlstring(L, 2, "", &n);
+  luaL_argcheck(L, n <= RM_WS_MAX_CONTROL, 2, "a ping carries at most 125 bytes");
+  if (send_control(s, RM_WS_OP_PING, p, n) != RM_OK) return rm_push_error(L, "socketclosed");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* wsinfo(): {protocol=, extensions=, deflate=, server=} as negotiated. */
+int rm_ws_info(lua_State *L) {
+  ws *w = check_ws(L);
+  lua_createtable(L, 0, 4);
+  if (w->protocol[0]) { lua_pushstring(L, w->protocol); lua_setfield(L, -2, "protocol"); }
+  if (w->extensions[0]) { lua_pushstring(L, w->extensions); lua_setfield(L, -2, "extensions"); }
+  lua_pushboolean(L, w->zd != NULL); lua_setfield(L, -2, "deflate");
+  lua_pushboolean(L, w->cfg.is_server); lua_setfield(L, -2, "server");
+  return 1;
+}
+
+static void on_ping_timer(rm_timer *t, void *ud) {
+  rm_sock *s = ud;
+  rm_rt_enter(s->rt);
+  send_control(s, RM_WS_OP_PING, NULL, 0);
+  rm_rt_leave(s->rt);
+}
+
+/* ---- options ---- */
+
+static lua_Integer opt_int(lua_State *L, int opts, const char *name, lua_Integer dflt) {
+  lua_Integer v = dflt;
+  if (opts && lua_getfield(L, opts, name) != LUA_TNIL) {
+    if (!lua_isinteger(L, -1)) luaL_error(L, "websocket option %s: an integer expected", name);
+    v = lua_tointeger(L, -1);
+  }
+  if (opts) lua_pop(L, 1);
+  return v;
+}
+
+static int opt_bool(lua_State *L, int opts, const char *name, int dflt) {
+  int v = dflt;
+  if (opts && lua_getfield(L, opts, name) != LUA_TNIL) v = lua_toboolean(L, -1);
+  if (opts) lua_pop(L, 1);
+  return v;
+}
+
+/* deflate = false | true | {server_no_context_takeover=, client_no_context_takeover=,
+ * server_max_window_bits=, client_max_window_bits=}: what this side would like. */
+static int opt_deflate(lua_State *L, int opts, rm_ws_deflate_params *want) {
+  memset(want, 0, sizeof *want);
+  if (!opts) return 1;
+  int t = lua_getfield(L, opts, "deflate"), on = t == LUA_TNIL || lua_toboolean(L, -1);
+  if (t == LUA_TTABLE) {
+    want->server_no_context_takeover = opt_bool(L, lua_gettop(L), "server_no_context_takeover", 0);
+    want->client_no_context_takeover = opt_bool(L, lua_gettop(L), "client_no_context_takeover", 0);
+    want->server_max_window_bits = (int)opt_int(L, lua_gettop(L), "server_max_window_bits", 0);
+    want->client_max_window_bits = (int)opt_int(L, lua_gettop(L), "client_max_window_bits", 0);
+  }
+  lua_pop(L, 1);
+  return on;
+}
+
+/* Makes s a WebSocket: the codec per the options, and the bytes already read
+ * past the handshake (pre) as the first input. */
+static int attach(lua_State *L, rm_sock *s, int server, int opts, const rm_ws_deflate_params *agreed,
+                  const char *protocol, const char *extensions, const char *pre, size_t prelen) {
+  rm_loop *loop = s->rt->loop;
+  size_t cap = prelen > IN_SIZE ? prelen : IN_SIZE;
+  lua_Integer max_frame = opt_int(L, opts, "max_frame", RM_WS_DEFAULT_LIMIT);
+  lua_Integer max_message = opt_int(L, opts, "max_message", RM_WS_DEFAULT_LIMIT);
+  lua_Integer level = opt_int(L, opts, "level", 0), ping = opt_int(L, opts, "ping", 0);
+  lua_Integer close_ms = opt_int(L, opts, "close_timeout", DEFAULT_CLOSE_MS);
+  if (max_frame < 1 || max_message < 1 || level < 0 || level > 9 || ping < 0)
+    return luaL_error(L, "websocket options: max_frame and max_message > 0, level 0-9, ping >= 0");
+  ws *w = rm_loop_alloc(loop, sizeof(ws) + cap);
+  if (!w) return luaL_error(L, "out of memory");
+  memset(w, 0, sizeof *w);
+  w->size = sizeof(ws) + cap;
+  w->in_cap = cap;
+  w->sock = s;
+  w->close_ms = (long)close_ms;
+  w->cfg.is_server = server;
+  w->cfg.fragment_mode = opt_bool(L, opts, "fragment", 0);
+  w->cfg.max_frame = (uint64_t)max_frame;
+  w->cfg.max_message = (uint64_t)max_message;
+  w->cfg.deflate_level = (int)level;
+  w->cfg.alloc = rm_loop_allocator(loop, &w->cfg.alloc_ud);
+  if (agreed) { w->agreed = *agreed; w->cfg.deflate = &w->agreed; }
+  snprintf(w->protocol, sizeof w->protocol, "%s", protocol ? protocol : "");
+  snprintf(w->extensions, sizeof w->extensions, "%s", extensions ? extensions : "");
+  w->rd = rm_ws_reader_new(&w->cfg);
+  if (agreed) w->zd = rm_ws_deflater_new(&w->cfg);
+  if (ping > 0) w->ping = rm_timer_new(loop, on_ping_timer, s);
+  if (!w->rd || (agreed && !w->zd) || (ping > 0 && !w->ping)) {
+    ws_free(loop, w);
+    return luaL_error(L, "out of memory");
+  }
+  if (w->ping) { rm_timer_unref(w->ping); rm_timer_start(w->ping, (uint64_t)ping, (uint64_t)ping); }
+  if (prelen) memcpy(w->in, pre, prelen);
+  w->in_len = prelen;
+  if (s->ext && s->ext->gc) s->ext->gc(s);   /* TLS: its filter on the connection stays */
+  s->ext = &ws_ext;
+  s->ext_state = w;
+  return RM_OK;
+}
+
+/* ---- the server's handshake ---- */
+
+/* The value of header name in the table at idx (lower-case names), or NULL. */
+static const char *header(lua_State *L, int idx, const char *name) {
+  lua_getfield(L, idx, name);
+  const char *v = lua_tostring(L, -1);
+  lua_pop(L, 1);   /* the string stays alive in the table */
+  return v;
+}
+
+static int has_token(const char *v, const char *token) {
+  return v && rm_http_has_token(v, strlen(v), token);
+}
+
+/* A refusal: a short answer, then the connection closes. */
+static int refuse(lua_State *L, rm_sock *s, int status, const char *why) {
+  char buf[256];
+  rm_http_head h;
+  rm_http_head_begin(&h, buf, sizeof buf, status, NULL);
+  if (status == 426) rm_http_head_add(&h, "Sec-WebSocket-Version", "13", 2);
+  rm_http_head_add(&h, "Connection", "close", 5);
+  long n = rm_http_head_end(&h, RM_HTTP_FRAME_LENGTH, 0);
+  if (n > 0) rm_conn_write(s->conn, buf, (size_t)n);
+  rm_loop_log(s->rt->loop, RM_LOG_INFO, "websocket upgrade refused with %d: %s", status, why);
+  rm_sock_close(s);
+  lua_pushnil(L);
+  lua_pushstring(L, why);
+  return 2;
+}
+
+/* Is origin in the allow-list opts.origins (absent: every origin is)? A
+ * client that sends no Origin is not a browser, which the check protects. */
+static int origin_allowed(lua_State *L, int opts, const char *origin) {
+  if (!opts) return 1;
+  int ok = lua_getfield(L, opts, "origins") == LUA_TNIL || origin == NULL;
+  for (lua_Integer i = 1; !ok && lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
+    ok = strcmp(lua_tostring(L, -1), origin) == 0;
+    lua_pop(L, 1);
+  }
+  if (!ok) lua_pop(L, 1);   /* the nil that ended the list */
+  lua_pop(L, 1);
+  return ok;
+}
+
+/* opts.protocols ({"a", "b"} or "a, b") as one comma-separated string on
+ * the stack; returns 0 (nothing pushed) when there is none. */
+static int push_protocols(lua_State *L, int opts) {
+  if (!opts) return 0;
+  int t = lua_getfield(L, opts, "protocols");
+  if (t == LUA_TSTRING) return 1;
+  if (t != LUA_TTABLE) { lua_pop(L, 1); return 0; }
+  int list = lua_gettop(L);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (lua_Integer i = 1; lua_rawgeti(L, list, i) == LUA_TSTRING; i++) {
+    if (i > 1) luaL_addstring(&b, ", ");
+    luaL_addvalue(&b);
+  }
+  lua_pop(L, 1);
+  luaL_pushresult(&b);
+  lua_remove(L, list);
+  return 1;
+}
+
+static void push_lower(lua_State *L, const char *p, size_t n) {
+  luaL_Buffer b;
+  char *d = luaL_buffinitsize(L, &b, n);
+  for (size_t i = 0; i < n; i++) d[i] = (p[i] >= 'A' && p[i] <= 'Z') ? (char)(p[i] + 32) : p[i];
+  luaL_pushresultsize(&b, n);
+}
+
+/* The handshake over the headers in the table at hidx: 101 and a WebSocket
+ * on s (at sidx), or the refusal. */
+static int upgrade(lua_State *L, int sidx, int hidx, int opts, const char *pre, size_t prelen) {
+  rm_sock *s = rm_sock_check(L, sidx);
+  if (s->kind != RM_SK_TCP || s->ext == &ws_ext) return rm_push_error(L, "socketclosed");
+  const char *key = header(L, hidx, "sec-websocket-key");
+  const char *version = header(L, hidx, "sec-websocket-version");
+  const char *origin = header(L, hidx, "origin");
+  char accept[RM_WS_ACCEPT_LEN + 1], ext[RM_WS_EXTENSION_MAX] = "", proto[64] = "";
+  if (!has_token(header(L, hidx, "upgrade"), "websocket") || !has_token(header(L, hidx, "connection"), "upgrade"))
+    return refuse(L, s, 400, "not a WebSocket upgrade request");
+  if (!version || strcmp(version, "13") != 0) return refuse(L, s, 426, "unsupported Sec-WebSocket-Version");
+  if (!key || rm_ws_accept_key(key, accept) != RM_OK) return refuse(L, s, 400, "bad Sec-WebSocket-Key");
+  if (!origin_allowed(L, opts, origin)) return refuse(L, s, 403, "origin not allowed");
+  const char *offered = header(L, hidx, "sec-websocket-protocol");
+  if (offered && push_protocols(L, opts)) {
+    const char *name;
+    size_t len;
+    if (rm_ws_select_protocol(offered, lua_tostring(L, -1), &name, &len) && len < sizeof proto) {
+      memcpy(proto, name, len);
+      proto[len] = 0;
+    }
+    lua_pop(L, 1);
+  }
+  rm_ws_deflate_params want, agreed;
+  const char *offers = header(L, hidx, "sec-websocket-extensions");
+  int deflate = opt_deflate(L, opts, &want) && offers &&
+                rm_ws_deflate_accept(offers, &want, &agreed, ext, sizeof ext) == 1;
+  char buf[RESPONSE_MAX];
+  rm_http_head h;
+  rm_http_head_begin(&h, buf, sizeof buf, 101, NULL);
+  rm_http_head_add(&h, "Upgrade", "websocket", 9);
+  rm_http_head_add(&h, "Connection", "Upgrade", 7);
+  rm_http_head_add(&h, "Sec-WebSocket-Accept", accept, RM_WS_ACCEPT_LEN);
+  if (proto[0]) rm_http_head_add(&h, "Sec-WebSocket-Protocol", proto, strlen(proto));
+  if (deflate) rm_http_head_add(&h, "Sec-WebSocket-Extensions", ext, strlen(ext));
+  long n = rm_http_head_end(&h, RM_HTTP_FRAME_NONE, 0);
+  if (n < 0) return refuse(L, s, 500, "cannot format the 101 answer");
+  attach(L, s, 1, opts, deflate ? &agreed : NULL, proto, deflate ? ext : NULL, pre, prelen);
+  if (rm_conn_write(s->conn, buf, (size_t)n) != RM_OK) {
+    rm_sock_close(s);
+    return rm_push_error(L, "socketclosed");
+  }
+  lua_pushvalue(L, sidx);
+  return 1;
+}
+
+int rm_ws_upgrade(lua_State *L, int sidx, const struct rm_http_header *h, size_t nh, int opts,
+                  const char *pre, size_t prelen) {
+  sidx = lua_absindex(L, sidx);
+  if (opts) opts = lua_absindex(L, opts);
+  lua_createtable(L, 0, (int)nh);   /* lower-case names; repeated fields joined with ", " */
+  for (size_t i = 0; i < nh; i++) {
+    push_lower(L, h[i].name, h[i].name_len);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) {
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, h[i].value, h[i].value_len);
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushlstring(L, h[i].value, h[i].value_len);
+    }
+    lua_rawset(L, -3);
+  }
+  int hidx = lua_gettop(L);
+  int n = upgrade(L, sidx, hidx, opts, pre, prelen);
+  lua_remove(L, hidx);
+  return n;
+}
+
+/* ba.socket.wsupgrade(sock, headers [, opts]): the upgrade request was read
+ * from a raw TCP socket by Lua; headers maps names (any case) to values. */
+int rm_ws_upgrade_lua(lua_State *L) {
+  rm_sock_check(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int opts = lua_istable(L, 3) ? 3 : 0;
+  lua_settop(L, 3);
+  lua_newtable(L);
+  for (lua_pushnil(L); lua_next(L, 2); lua_pop(L, 1)) {
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) continue;
+    size_t n;
+    const char *name = lua_tolstring(L, -2, &n);
+    push_lower(L, name, n);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 4);
+  }
+  return upgrade(L, 1, 4, opts, NULL, 0);
+}
+
+/* ---- the client ---- */
+
+/* key(opts): a fresh Sec-WebSocket-Key and the Sec-WebSocket-Extensions
+ * offer (nil when deflate is off). */
+static int client_key(lua_State *L) {
+  char key[RM_WS_KEY_LEN + 1], offer[RM_WS_EXTENSION_MAX];
+  rm_ws_deflate_params want;
+  int opts = lua_istable(L, 1) ? 1 : 0;
+  if (rm_ws_client_key(key) != RM_OK) return luaL_error(L, "no random source for the key");
+  lua_pushstring(L, key);
+  if (opt_deflate(L, opts, &want) && rm_ws_deflate_offer(&want, offer, sizeof offer) == RM_OK) lua_pushstring(L, offer);
+  else lua_pushnil(L);
+  return 2;
+}
+
+/* finish(sock, key, status, headers, rest, opts, offer): checks the server's
+ * answer to our upgrade request and makes sock a WebSocket. */
+static int client_finish(lua_State *L) {
+  rm_sock *s = rm_sock_check(L, 1);
+  const char *key = luaL_checkstring(L, 2);
+  lua_Integer status = luaL_checkinteger(L, 3);
+  size_t restlen;
+  const char *rest = luaL_optlstring(L, 5, "", &restlen);
+  int opts = lua_istable(L, 6) ? 6 : 0;
+  const char *offer = lua_tostring(L, 7);
+  const char *accept = header(L, 4, "sec-websocket-accept");
+  const char *proto = header(L, 4, "sec-websocket-protocol");
+  const char *ext = header(L, 4, "sec-websocket-extensions");
+  rm_ws_deflate_params want, agreed;
+  const char *why = NULL;
+  int deflate = 0;
+  if (status != 101) why = "the server refused the upgrade";
+  else if (!has_token(header(L, 4, "upgrade"), "websocket") || !has_token(header(L, 4, "connection"), "upgrade"))
+    why = "the answer is not a WebSocket upgrade";
+  else if (!accept || rm_ws_check_accept(key, accept) != RM_OK) why = "wrong Sec-WebSocket-Accept";
+  else if (ext && *ext && !offer) why = "an extension that was not offered";
+  else if (offer) {
+    opt_deflate(L, opts, &want);
+    deflate = rm_ws_deflate_confirm(ext, &want, &agreed);
+    if (deflate < 0) why = "an invalid permessage-deflate answer";
+  }
+  if (!why && proto && push_protocols(L, opts)) {
+    const char *name;
+    size_t len;
+    if (!rm_ws_select_protocol(proto, lua_tostring(L, -1), &name, &len) || len != strlen(proto))
+      why = "a subprotocol that was not offered";
+    lua_pop(L, 1);
+  } else if (!why && proto) {
+    why = "a subprotocol that was not offered";
+  }
+  if (why) {
+    rm_sock_close(s);
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    lua_pushinteger(L, status);
+    return 3;
+  }
+  attach(L, s, 0, opts, deflate == 1 ? &agreed : NULL, proto, deflate == 1 ? ext : NULL, rest, restlen);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* The client's steps that suspend (connect, write the request, read the
+ * answer) are plainest in Lua; the checks and the codec are C. */
+static const char CLIENT[] =
+  "local key, finish, timeout_default = ...\n"
+  "local function bad(v) return type(v) ~= 'string' or v:find('[%c]') end\n"
+  "return function(url, opts)\n"
+  "  opts = opts or {}\n"
+  "  local scheme, host, port, path = url:match('^(wss?)://([^/:?#]+):?(%d*)([^#]*)')\n"
+  "  if not scheme or host:find('[%s@]') then return nil, 'invalidurl' end\n"
+  "  if path == '' then path = '/' elseif path:sub(1, 1) == '?' then path = '/' .. path end\n"
+  "  if bad(path) then return nil, 'invalidurl' end\n"
+  "  port = tonumber(port) or (scheme == 'wss' and 443 or 80)\n"
+  "  local timeout = opts.timeout or timeout_default\n"
+  "  local s, err = ba.socket.connect(host, port, {timeout = timeout, shark = scheme == 'wss' and opts.shark or nil})\n"
+  "  if not s then return nil, err end\n"
+  "  local k, offer = key(opts)\n"
+  "  local hostport = (port == 80 or port == 443) and host or host .. ':' .. port\n"
+  "  local req = {'GET ', path, ' HTTP/1.1\\r\\nHost: ', hostport,\n"
+  "    '\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\nSec-WebSocket-Key: ', k,\n"
+  "    '\\r\\nSec-WebSocket-Version: 13\\r\\n'}\n"
+  "  local function add(name, value)\n"
+  "    if bad(value) or not tostring(name):match(\"^[%w!#$%%&'*+.^_`|~-]+$\") then error('websocket header ' .. tostring(name) .. ': invalid', 3) end\n"
+  "    req[#req + 1] = name .. ': ' .. value .. '\\r\\n'\n"
+  "  end\n"
+  "  if opts.origin then add('Origin', opts.origin) end\n"
+  "  local protos = opts.protocols\n"
+  "  if type(protos) == 'table' then protos = table.concat(protos, ', ') end\n"
+  "  if protos and protos ~= '' then add('Sec-WebSocket-Protocol', protos) end\n"
+  "  if offer then add('Sec-WebSocket-Extensions', offer) end\n"
+  "  for name, value in pairs(opts.headers or {}) do add(name, value) end\n"
+  "  req[#req + 1] = '\\r\\n'\n"
+  "  local ok, werr = s:write(table.concat(req))\n"
+  "  if not ok then s:close() return nil, werr end\n"
+  "  local buf, e = ''\n"
+  "  repeat\n"
+  "    local d, rerr = s:read(timeout)\n"
+  "    if not d then s:close() return nil, rerr end\n"
+  "    buf = buf .. d\n"
+  "    e = buf:find('\\r\\n\\r\\n', 1, true)\n"
+  "    if not e and #buf > 16384 then s:close() return nil, 'the answer head is too long' end\n"
+  "  until e\n"
+  "  local status = tonumber(buf:match('^HTTP/1%.1 (%d%d%d) '))\n"
+  "  if not status then s:close() return nil, 'not an HTTP answer' end\n"
+  "  local h = {}\n"
+  "  for name, value in buf:sub(1, e + 1):gmatch('\\n([^:\\r\\n]+):[ \\t]*([^\\r\\n]-)[ \\t]*\\r') do\n"
+  "    name = name:lower()\n"
+  "    h[name] = h[name] and h[name] .. ', ' .. value or value\n"
+  "  end\n"
+  "  return finish(s, k, status, h, buf:sub(e + 4), opts, offer)\n"
+  "end\n";
+
+static const char CLIENT_KEY = 0;   /* the registry key of the compiled client */
+
+static int connect_k(lua_State *L, int status, lua_KContext ctx) {
+  return lua_gettop(L) - (int)ctx;
+}
+
+/* ba.socket.wsconnect(url [, {protocols=, origin=, headers=, deflate=,
+ * timeout=, shark=, fragment=, max_frame=, max_message=, ping=,
+ * close_timeout=, level=}]) */
+int rm_ws_connect(lua_State *L) {
+  luaL_checkstring(L, 1);
+  lua_settop(L, 2);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CLIENT_KEY) != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    if (luaL_loadbuffer(L, CLIENT, sizeof CLIENT - 1, "=wsconnect") != LUA_OK) return lua_error(L);
+    lua_pushcfunction(L, client_key);
+    lua_pushcfunction(L, client_finish);
+    lua_pushinteger(L, HANDSHAKE_MS);
+    lua_call(L, 3, 1);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &CLIENT_KEY);
+  }
+  lua_insert(L, 1);
+  lua_callk(L, 2, LUA_MULTRET, 0, connect_k);
+  return connect_k(L, LUA_OK, 0);
+}
