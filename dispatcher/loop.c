@@ -415,7 +415,8 @@ static int run_posts(rm_loop *loop) {
 /* ---- running ---------------------------------------------------------- */
 
 int rm_loop_run_once(rm_loop *loop, int timeout_ms) {
-  loop->thread = pthread_self();
+  /* Written only when another thread takes the loop over: workers read it. */
+  if (!pthread_equal(loop->thread, pthread_self())) loop->thread = pthread_self();
   rm_loop_update_time(loop);
   int t = rm_loop_timeout(loop);
   if (timeout_ms >= 0 && (t < 0 || t > timeout_ms)) t = timeout_ms;

@@ -99,6 +99,7 @@ class Remora:
         self.stop()
         if self.tmp:
             os.unlink(self.tmp)
+        check_sanitizers(self.log())
         return False
 
 
@@ -112,6 +113,18 @@ def run(script, args=(), timeout=20, env=None):
             r.proc.wait()
             return None, r.log()
         return r.exitcode, r.log()
+
+
+SANITIZER_MARKS = ("WARNING: ThreadSanitizer", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "runtime error:")
+
+
+def check_sanitizers(log):
+    """A sanitizer report in remora's output fails the case that produced it."""
+    for mark in SANITIZER_MARKS:
+        if mark in log:
+            i = log.index(mark)
+            raise AssertionError("sanitizer report:\n" + log[max(0, i - 200):i + 3000])
 
 
 def case(fn):
