@@ -835,6 +835,7 @@ static const luaL_Reg socket_funcs[] = {
 };
 
 int rm_open_socket(lua_State *L) {
+  rm_ws_open(L);
   luaL_newmetatable(L, RM_SOCKET_MT);
   luaL_newlib(L, sock_methods);
   lua_setfield(L, -2, "__index");

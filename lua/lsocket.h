@@ -87,14 +87,9 @@ int rm_udp_write(lua_State *L, rm_sock *s, const char *p, size_t n);
 int rm_udp_sendto(lua_State *L);
 int rm_udp_setoption(lua_State *L, rm_sock *s, const char *name);
 
-/* WebSocket (lws.c). rm_ws_upgrade answers the upgrade request with headers
- * h on the TCP socket at stack index sidx (req2sock): 101 and the socket
- * becomes a WebSocket, or 400/403/426 and it closes. opts is the stack index
- * of an options table (0: none); pre holds bytes already read past the
- * request. Pushes the socket, or nil and the reason. */
-struct rm_http_header;
-int rm_ws_upgrade(lua_State *L, int sidx, const struct rm_http_header *h, size_t nh, int opts,
-                  const char *pre, size_t prelen);
+/* WebSocket (lws.c). rm_ws_open registers the handshake req2sock runs on
+ * an upgrade request (registry["remora.websocket.upgrade"]). */
+void rm_ws_open(lua_State *L);
 int rm_ws_upgrade_lua(lua_State *L);   /* ba.socket.wsupgrade */
 int rm_ws_connect(lua_State *L);       /* ba.socket.wsconnect */
 int rm_ws_ping(lua_State *L);          /* sock:ping */

@@ -531,28 +531,18 @@ static int upgrade(lua_State *L, int sidx, int hidx, int opts, const char *pre, 
   return 1;
 }
 
-int rm_ws_upgrade(lua_State *L, int sidx, const struct rm_http_header *h, size_t nh, int opts,
-                  const char *pre, size_t prelen) {
-  sidx = lua_absindex(L, sidx);
-  if (opts) opts = lua_absindex(L, opts);
-  lua_createtable(L, 0, (int)nh);   /* lower-case names; repeated fields joined with ", " */
-  for (size_t i = 0; i < nh; i++) {
-    push_lower(L, h[i].name, h[i].name_len);
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TSTRING) {
-      lua_pushliteral(L, ", ");
-      lua_pushlstring(L, h[i].value, h[i].value_len);
-      lua_concat(L, 3);
-    } else {
-      lua_pop(L, 1);
-      lua_pushlstring(L, h[i].value, h[i].value_len);
-    }
-    lua_rawset(L, -3);
+/* A copy of the table at idx with lower-case names, pushed; returns its index. */
+static int push_headers(lua_State *L, int idx) {
+  lua_newtable(L);
+  for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) continue;
+    size_t n;
+    const char *name = lua_tolstring(L, -2, &n);
+    push_lower(L, name, n);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -5);
   }
-  int hidx = lua_gettop(L);
-  int n = upgrade(L, sidx, hidx, opts, pre, prelen);
-  lua_remove(L, hidx);
-  return n;
+  return lua_gettop(L);
 }
 
 /* ba.socket.wsupgrade(sock, headers [, opts]): the upgrade request was read
@@ -560,18 +550,36 @@ int rm_ws_upgrade(lua_State *L, int sidx, const struct rm_http_header *h, size_t
 int rm_ws_upgrade_lua(lua_State *L) {
   rm_sock_check(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
-  int opts = lua_istable(L, 3) ? 3 : 0;
   lua_settop(L, 3);
-  lua_newtable(L);
-  for (lua_pushnil(L); lua_next(L, 2); lua_pop(L, 1)) {
-    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) continue;
-    size_t n;
-    const char *name = lua_tolstring(L, -2, &n);
-    push_lower(L, name, n);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, 4);
-  }
-  return upgrade(L, 1, 4, opts, NULL, 0);
+  int opts = lua_istable(L, 3) ? 3 : 0;
+  return upgrade(L, 1, push_headers(L, 2), opts, NULL, 0);
+}
+
+/* req2sock(request [, opts]) on an upgrade request (the HTTP layer calls
+ * this through the registry): the request's headers, its connection as a raw
+ * socket with the bytes read past the request, then the handshake. */
+static int req_upgrade(lua_State *L) {
+  int opts = lua_istable(L, 2) ? 2 : lua_istable(L, 3) ? 3 : 0;
+  lua_settop(L, 3);
+  lua_getfield(L, 1, "header");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  int hidx = push_headers(L, 4);
+  lua_getglobal(L, "ba");
+  lua_getfield(L, -1, "socket");
+  lua_getfield(L, -1, "req2sock");
+  lua_pushvalue(L, 1);
+  lua_pushboolean(L, 1);   /* raw: the connection as it is */
+  lua_call(L, 2, 2);
+  if (lua_isnil(L, -2)) return 2;
+  size_t prelen;
+  const char *pre = lua_tolstring(L, -1, &prelen);
+  return upgrade(L, lua_gettop(L) - 1, hidx, opts, pre ? pre : "", pre ? prelen : 0);
+}
+
+void rm_ws_open(lua_State *L) {
+  lua_pushcfunction(L, req_upgrade);
+  lua_setfield(L, LUA_REGISTRYINDEX, "remora.websocket.upgrade");
 }
 
 /* ---- the client ---- */
