@@ -92,7 +92,7 @@ $(BUILD)/examples/firmware: $(BUILD)/obj/examples/embed/firmware.o $(BUILD)/obj/
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-size: examples $(BUILD)/libremora_dispatcher.a
+size: all $(BUILD)/libremora_dispatcher.a
 	@/usr/bin/python3 examples/embed/size.py $(BUILD)
 
 run: deps
