@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "remora/lua.h"
+#include "screen/screen.h"
 
 enum { SHUTDOWN_GRACE_MS = 1000 };  /* for closed sockets to deliver what they were given */
 
@@ -65,6 +66,7 @@ int main(int argc, char **argv) {
   if (!a.loop) { fprintf(stderr, "remora: cannot create the event loop (REMORA_BACKEND?)\n"); return 1; }
   a.lua = rm_lua_new(a.loop, NULL);
   if (!a.lua) { fprintf(stderr, "remora: cannot create the Lua state\n"); return 1; }
+  rm_lua_preload(a.lua, "screen", luaopen_screen);   /* require "screen" (examples/screenshare) */
   install_signals(&a);
   rm_lua_lock(a.lua);
   int rc = rm_lua_run_file(a.lua, argv[1], argc - 2, argv + 2);
