@@ -399,7 +399,11 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
 /* ba.socket.connect(host, port [, {timeout=, ipv6=, shark=, alpn=}]): the
  * timeout covers the TLS handshake too. */
 static int sock_connect(lua_State *L) {
-  if (!rm_loop_on_thread(rm_rt_get(L)->loop)) return rm_sock_worker_connect(L);
+  if (!rm_loop_on_thread(rm_rt_get(L)->loop)) {
+    if (rm__sock_tls_wanted(L, 3))   /* never fall back to plain text */
+      return luaL_error(L, "ba.socket.connect: TLS connections are made in coroutines, not worker threads");
+    return rm_sock_worker_connect(L);
+  }
   const char *host = luaL_checkstring(L, 1);
   lua_Integer port = luaL_checkinteger(L, 2);
   rm_rt *rt = rm_rt_get(L);

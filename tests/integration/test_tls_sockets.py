@@ -305,6 +305,19 @@ def failing_handshakes_close_only_their_connection():
         check(r.alive())
 
 
+@case
+def worker_thread_tls_connect_is_refused_not_plain():
+    script = PRELUDE + """
+local ssl = client_ssl("ca")
+ba.thread.run(function()
+  print("worker", pcall(ba.socket.connect, "127.0.0.1", 1, {shark = ssl}))
+  os.exit(0)
+end)
+"""
+    rc, out = run(script, timeout=20)
+    check("worker\tfalse" in out and "coroutines, not worker threads" in out, out)
+
+
 try:
     done()
 finally:
