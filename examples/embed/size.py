@@ -79,7 +79,7 @@ def main():
             ("dispatcher-only host (examples/arena)", code_size(ex("arena")), stripped(ex("arena")))]
     own = sum(code_size(os.path.join(BUILD, "obj", "dispatcher", f))
               for f in os.listdir(os.path.join(BUILD, "obj", "dispatcher")) if f.endswith(".o"))
-    print("%-52s %14s %14s" % ("code", "text+data+bss", "stripped file"))
+    print("%-52s %12s %12s" % ("code", "text+data+bss", "stripped"))
     for name, code, strip in rows:
         print("%-52s %12s %12s" % (name, kib(code), kib(strip)))
     for name, path in [("full library (libremora.a)", lib("libremora.a")),

@@ -36,7 +36,9 @@ enum {
 const char *rm_strerror(int err);
 
 /* The allocator: one function with Lua's lua_Alloc contract. nsize == 0 frees
- * and returns NULL; otherwise it returns a block of nsize bytes or NULL. */
+ * and returns NULL; otherwise it returns a block of nsize bytes or NULL. It is
+ * called on the loop's thread and on any thread that calls rm_loop_post()
+ * (name lookups do): a host with other threads gives a thread-safe one. */
 typedef void *(*rm_alloc_fn)(void *ud, void *ptr, size_t osize, size_t nsize);
 
 typedef struct rm_loop rm_loop;
