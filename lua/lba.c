@@ -1,10 +1,12 @@
 /* The runtime's construction and the `ba` table: ba.socket, ba.timer,
  * ba.sleep, ba.json, trace. Also the public embedding API (remora/lua.h). */
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <lualib.h>
 #include "remora/lua.h"
 #include "lua/rt.h"
+#include "lua/lhttp.h"
 
 void rm__rt_register(lua_State *L, rm_rt *rt);
 int rm_open_tls(lua_State *L);   /* ba.create (ltls.c) */
@@ -63,6 +65,7 @@ static int open_ba(lua_State *L) {
   lua_setfield(L, -2, "create");
   rm_open_thread(L);
   lua_setfield(L, -2, "thread");
+  rm_open_http(L);                   /* ba.socket.req2sock/sock2req, require "httpc" */
   lua_pushcfunction(L, ba_clock);
   lua_setfield(L, -2, "clock");
   lua_pushliteral(L, "remora 0.1");
@@ -76,18 +79,69 @@ static int open_ba(lua_State *L) {
   return 1;
 }
 
+/* The Lua memory limit: the state's allocator counts its bytes and says no
+ * past the limit, but only while a coroutine runs on the dispatcher, where
+ * the failure is a Lua error that ends that coroutine alone. Elsewhere (C
+ * glue between callbacks, worker threads) a refusal would be an unprotected
+ * error, a panic: those small allocations may go over. Every call holds the
+ * Lua lock, so the counter needs no lock of its own. */
+typedef struct lua_budget {
+  rm_alloc_fn alloc;
+  void *ud;
+  rm_rt *rt;
+  size_t used, limit;
+} lua_budget;
+
+static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  lua_budget *b = ud;
+  size_t old = ptr ? osize : 0;   /* for a new block osize is its type, not a size */
+  if (nsize > old && b->used - old + nsize > b->limit && b->rt->running &&
+      rm_loop_on_thread(b->rt->loop))
+    return NULL;   /* Lua collects garbage and retries once before it raises */
+  void *p = b->alloc(b->ud, ptr, osize, nsize);
+  if (p || nsize == 0) b->used = b->used - old + nsize;
+  return p;
+}
+
+/* cfg->max_memory, else $REMORA_LUA_MEMORY (bytes, or with a k/m/g suffix). */
+static size_t memory_limit(const rm_lua_config *cfg) {
+  const char *env = getenv("REMORA_LUA_MEMORY");
+  if (cfg && cfg->max_memory) return cfg->max_memory;
+  if (!env || !*env) return 0;
+  char *end;
+  unsigned long long n = strtoull(env, &end, 10);
+  switch (*end | 0x20) {
+  case 'k': n <<= 10; break;
+  case 'm': n <<= 20; break;
+  case 'g': n <<= 30; break;
+  }
+  return (size_t)n;
+}
+
 rm_lua *rm_lua_new(rm_loop *loop, const rm_lua_config *cfg) {
   void *ud;
   rm_alloc_fn alloc = rm_loop_allocator(loop, &ud);
   rm_rt *rt = rm_loop_alloc(loop, sizeof(rm_rt));
   if (!rt) return NULL;
   memset(rt, 0, sizeof(*rt));
+  size_t limit = memory_limit(cfg);
+  if (limit) {
+    lua_budget *b = rm_loop_alloc(loop, sizeof(*b));
+    if (!b) { rm_loop_free_mem(loop, rt, sizeof(*rt)); return NULL; }
+    *b = (lua_budget){alloc, ud, rt, 0, limit};
+    alloc = budget_alloc;
+    ud = b;
+  }
   rt->loop = loop;
   rt->queuelen = cfg && cfg->queuelen ? cfg->queuelen : DEFAULT_QUEUELEN;
   rt->dev = cfg ? cfg->dev : 0;
   rt->threads = cfg ? cfg->threads : -1;
   rt->L = lua_newstate(alloc, ud);
-  if (!rt->L) { rm_loop_free_mem(loop, rt, sizeof(*rt)); return NULL; }
+  if (!rt->L) {
+    if (limit) rm_loop_free_mem(loop, ud, sizeof(lua_budget));
+    rm_loop_free_mem(loop, rt, sizeof(*rt));
+    return NULL;
+  }
   rm_rt_lock_init(rt);
   lua_State *L = rt->L;
   *(void **)lua_getextraspace(L) = NULL;   /* new threads copy it: none is a remora coroutine */
@@ -155,7 +209,10 @@ void rm_lua_free(rm_lua *rt) {
   if (rt->pool) return;   /* a job still runs Lua: the state cannot go (logged) */
   /* Coroutines still listed were never resumed again: release them. */
   while (rt->all) rm_co_kill(rt->all);
+  void *ud;
+  int budgeted = lua_getallocf(rt->L, &ud) == budget_alloc;
   lua_close(rt->L);
+  if (budgeted) rm_loop_free_mem(loop, ud, sizeof(lua_budget));
   rm_rt_lock_destroy(rt);
   rm_loop_free_mem(loop, rt, sizeof(*rt));
 }

@@ -1,0 +1,194 @@
+/* http/static.c: files from the document root.
+ *
+ * A URL path (already decoded and normalised, so it cannot climb) is joined
+ * to the root and resolved with realpath(), which follows symlinks: a file
+ * whose real path leaves the root, or passes through a dot segment, is
+ * refused. Files go out with sendfile(2) when the connection has no filter;
+ * under TLS the bytes must pass through the filter, so they are read and
+ * queued in slices, as the queue drains. Compression: a precompressed ".gz"
+ * sibling when there is one, else deflate on the fly for text-like types up
+ * to gzip_max bytes, whenever the client accepts gzip and asked for no range.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/sendfile.h>
+#include <zlib.h>
+#include "http/server.h"
+
+enum {
+  SLICE = 64 * 1024,            /* read-and-queue step under a filter */
+  FILTER_QUEUE = 256 * 1024,    /* how much of a file a filtered connection holds queued */
+  SENDFILE_STEP = 1024 * 1024,  /* one sendfile call at most, so other connections get turns */
+  GZIP_MIN = 256                /* smaller files do not gain from compression */
+};
+
+int rm__http_map(rm_http_server *s, const char *path, char *out, size_t cap, struct stat *st) {
+  char joined[RM__HTTP_PATH_MAX * 2], real[PATH_MAX];
+  int n = snprintf(joined, sizeof joined, "%.*s%s", (int)s->root_len, s->root, path);
+  if (n < 0 || (size_t)n >= sizeof joined) return 414;
+  if (!realpath(joined, real)) return errno == ENOENT || errno == ENOTDIR ? 404 : 403;
+  size_t rl = s->root_len;
+  if (strncmp(real, s->root, rl) != 0 || (real[rl] != '/' && real[rl] != '\0')) {
+    rm_loop_log(s->loop, RM_LOG_WARN, "http: %s leads outside the document root: refused", path);
+    return 403;
+  }
+  if (strstr(real + rl, "/.")) return 404;   /* a link to a hidden file is hidden too */
+  if (stat(real, st) != 0) return 404;
+  if (strlen(real) + 1 > cap) return 414;
+  strcpy(out, real);
+  return 0;
+}
+
+static int compressible(const char *type) {
+  return strncmp(type, "text/", 5) == 0 || strstr(type, "javascript") || strstr(type, "json") ||
+         strstr(type, "xml") || strstr(type, "svg");
+}
+
+static int accepts_gzip(rm_http_exchange *x) {
+  const rm_http_header *h = rm__http_field(x, "Accept-Encoding");
+  return h && rm_http_has_token(h->value, h->value_len, "gzip");
+}
+
+/* The whole file, gzip-compressed, in memory the caller frees; NULL on failure. */
+static char *gzip_file(int fd, size_t size, size_t *outlen) {
+  char *in = malloc(size ? size : 1), *out = NULL;
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  if (!in || pread(fd, in, size, 0) != (ssize_t)size) goto fail;
+  if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) goto fail;
+  size_t cap = deflateBound(&z, size) + 32;
+  if (!(out = malloc(cap))) { deflateEnd(&z); goto fail; }
+  z.next_in = (Bytef *)in;
+  z.avail_in = (uInt)size;
+  z.next_out = (Bytef *)out;
+  z.avail_out = (uInt)cap;
+  int rc = deflate(&z, Z_FINISH);
+  *outlen = z.total_out;
+  deflateEnd(&z);
+  free(in);
+  if (rc != Z_STREAM_END) { free(out); return NULL; }
+  return out;
+fail:
+  free(in);
+  free(out);
+  return NULL;
+}
+
+/* A ".gz" sibling at least as new as the file: its fd, or -1. */
+static int gz_sibling(rm_http_exchange *x, const struct stat *st, struct stat *gst) {
+  char gz[RM__HTTP_PATH_MAX + 4];
+  snprintf(gz, sizeof gz, "%s.gz", x->file);
+  if (stat(gz, gst) != 0 || !S_ISREG(gst->st_mode) || gst->st_mtime < st->st_mtime) return -1;
+  return open(gz, O_RDONLY | O_CLOEXEC);
+}
+
+/* 304 when the client's copy is current. */
+static int not_modified(rm_http_exchange *x, const char *etag, size_t elen, time_t mtime) {
+  const rm_http_header *inm = rm__http_field(x, "If-None-Match");
+  if (inm) return rm_http_etag_match(inm->value, inm->value_len, etag, elen);
+  const rm_http_header *ims = rm__http_field(x, "If-Modified-Since");
+  return ims && rm_http_not_modified(ims->value, ims->value_len, mtime);
+}
+
+void rm__http_static(rm_http_exchange *x, const struct stat *st) {
+  char etag[48], lm[RM_HTTP_DATE_LEN + 1], range[80];
+  const char *type = rm_http_mime_type(x->file, strlen(x->file));
+  long elen = rm_http_etag(etag, sizeof etag, (uint64_t)st->st_size, (int64_t)st->st_mtime);
+  rm_http_date_format(st->st_mtime, lm);
+  rm_http_header f[8];
+  size_t n = 0;
+  f[n++] = (rm_http_header){"Last-Modified", 13, lm, RM_HTTP_DATE_LEN};
+  f[n++] = (rm_http_header){"ETag", 4, etag, (size_t)elen};
+  int zip = compressible(type);
+  if (zip) f[n++] = (rm_http_header){"Vary", 4, "Accept-Encoding", 15};
+  if (not_modified(x, etag, (size_t)elen, st->st_mtime)) { rm__http_simple(x, 304, f, n, NULL); return; }
+  f[n++] = (rm_http_header){"Content-Type", 12, type, strlen(type)};
+  f[n++] = (rm_http_header){"Accept-Ranges", 13, "bytes", 5};
+
+  const rm_http_header *rh = rm__http_field(x, "Range");
+  uint64_t size = (uint64_t)st->st_size, first = 0, last = size ? size - 1 : 0;
+  int ranged = rh ? rm_http_range(rh->value, rh->value_len, size, &first, &last) : 0;
+  if (ranged == RM_HTTP_ERANGE) {
+    int k = snprintf(range, sizeof range, "bytes */%llu", (unsigned long long)size);
+    f[n++] = (rm_http_header){"Content-Range", 13, range, (size_t)k};
+    rm__http_simple(x, 416, f, n, "<html><body><h1>416 Range Not Satisfiable</h1></body></html>\n");
+    return;
+  }
+  struct stat gst;
+  int gz = ranged || !zip || !accepts_gzip(x) ? -1 : gz_sibling(x, st, &gst);
+  x->fd = gz >= 0 ? gz : open(x->file, O_RDONLY | O_CLOEXEC);
+  if (x->fd < 0) { rm__http_simple(x, 403, NULL, 0, "<html><body><h1>403 Forbidden</h1></body></html>\n"); return; }
+  if (gz >= 0 || (zip && !ranged && !x->srv->cfg.no_gzip && accepts_gzip(x) && size >= GZIP_MIN &&
+                  size <= x->srv->cfg.gzip_max)) {
+    f[n++] = (rm_http_header){"Content-Encoding", 16, "gzip", 4};
+    if (gz >= 0) {
+      size = (uint64_t)gst.st_size;
+      last = size - 1;
+    } else {
+      size_t zlen;
+      char *z = gzip_file(x->fd, (size_t)size, &zlen);
+      if (z) {
+        rm__http_send_head(x, 200, f, n, RM_HTTP_FRAME_LENGTH, zlen, z, zlen);
+        free(z);
+        rm__http_done(x);
+        return;
+      }
+      n--;   /* could not compress: send it as it is */
+    }
+  }
+  int status = 200;
+  if (ranged == 1) {
+    int k = snprintf(range, sizeof range, "bytes %llu-%llu/%llu", (unsigned long long)first,
+                     (unsigned long long)last, (unsigned long long)size);
+    f[n++] = (rm_http_header){"Content-Range", 13, range, (size_t)k};
+    status = 206;
+  }
+  x->off = first;
+  x->end = size ? last + 1 : 0;
+  x->state = RM__ST_FILE;
+  if (rm__http_send_head(x, status, f, n, RM_HTTP_FRAME_LENGTH, x->end - x->off, NULL, 0) != RM_OK ||
+      x->is_head)
+    x->off = x->end;
+  x->sent = x->is_head ? 0 : x->end - x->off;
+  rm__http_static_more(x);
+}
+
+/* Plain TCP: the kernel copies the file; the queue (the head) goes first. */
+static int send_plain(rm_http_exchange *x) {
+  int sock = rm_conn_fd(x->conn);
+  while (x->off < x->end) {
+    if (rm_conn_queued(x->conn) > 0) return 0;
+    off_t o = (off_t)x->off;
+    size_t step = x->end - x->off < SENDFILE_STEP ? (size_t)(x->end - x->off) : SENDFILE_STEP;
+    ssize_t w = sendfile(sock, x->fd, &o, step);
+    if (w > 0) { x->off = (uint64_t)o; continue; }
+    if (w < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
+    return -1;   /* the peer went away, or the file shrank */
+  }
+  return 1;
+}
+
+/* Under a filter: read slices into the queue while it is short. */
+static int send_filtered(rm_http_exchange *x) {
+  char buf[SLICE];
+  while (x->off < x->end && rm_conn_queued(x->conn) < FILTER_QUEUE) {
+    size_t step = x->end - x->off < SLICE ? (size_t)(x->end - x->off) : SLICE;
+    ssize_t r = pread(x->fd, buf, step, (off_t)x->off);
+    if (r <= 0 || rm_conn_write(x->conn, buf, (size_t)r) != RM_OK) return -1;
+    x->off += (uint64_t)r;
+  }
+  return x->off == x->end;
+}
+
+void rm__http_static_more(rm_http_exchange *x) {
+  int filtered = rm_conn_filter_state(x->conn) != NULL;
+  int rc = filtered ? send_filtered(x) : send_plain(x);
+  if (rc == 0) { rm_conn_want_write(x->conn, !filtered); return; }   /* on_writable brings us back */
+  rm_conn_want_write(x->conn, 0);
+  if (rc < 0) x->must_close = 1;
+  rm__http_done(x);
+}

@@ -1,0 +1,940 @@
+/* lua/lhttp.c: pages. The request/response object Barracuda's LSP pages
+ * see (one object, both names), the page runner, and ba.socket.req2sock /
+ * sock2req.
+ *
+ * Each request runs its page as a remora coroutine on the dispatcher, so a
+ * page that reads a socket or sleeps suspends only itself. The answer is
+ * buffered: a page that ends answers with Content-Length in one writev; a
+ * page that flushes (or writes more than AUTO_FLUSH) commits the head with
+ * chunked framing and goes on in chunks, waiting while the connection's queue
+ * is over its bound. An error before the head went out becomes a 500 (the
+ * traceback in the log, and in the body only in development mode); after it,
+ * the connection is closed mid-body so the client sees the answer is cut.
+ */
+#include <ctype.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "lua/lhttp.h"
+#include "lua/lsocket.h"
+
+#define REQ_MT "ba.request"
+enum { AUTO_FLUSH = 64 * 1024, MAX_FIELDS = 64 };
+enum { UV_HEADERS = 1, UV_DATA = 2, UV_ERROR = 3, NUV = 3 };
+
+static const char H_KEY = 'H', ABORT_KEY = 'A', SOCKS_KEY = 'S';   /* registry keys */
+
+typedef struct rm_req {
+  rm_http_exchange *x;   /* NULL once answered or handed away */
+  rm_app *app;
+  rm_co *co;             /* the page's coroutine, while it runs */
+  rm_co *drain_waiter;   /* the page, waiting for the queue to drain */
+  int ref;               /* registry anchor while the page runs */
+  int status, committed, final, broken, failed;
+  int returned;          /* the page function returned or raised (else it was killed) */
+  int64_t content_length; /* setcontentlength(), or -1 */
+  char *buf;
+  size_t len, cap;
+} rm_req;
+
+rm_lhttp *rm_lhttp_get(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &H_KEY) == LUA_TUSERDATA) {
+    rm_lhttp *h = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return h;
+  }
+  lua_pop(L, 1);
+  rm_lhttp *h = lua_newuserdatauv(L, sizeof *h, 0);
+  memset(h, 0, sizeof *h);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &H_KEY);
+  return h;
+}
+
+void rm_lhttp_set_default_server(rm_rt *rt, rm_http_server *s) {
+  rm_lhttp *h = rm_lhttp_get(rt->L);
+  if (!h->default_server) h->default_server = s;
+}
+
+static rm_req *req_check(lua_State *L) { return luaL_checkudata(L, 1, REQ_MT); }
+
+/* The exchange of a live request, or a Lua error. */
+static rm_http_exchange *live(lua_State *L, rm_req *r) {
+  if (!r->x) luaL_error(L, "the request has expired (it lives as long as its page)");
+  return r->x;
+}
+
+/* ---- the response buffer ---- */
+
+static void buf_add(lua_State *L, rm_req *r, const char *p, size_t n) {
+  if (r->len + n > r->cap) {
+    size_t cap = r->cap ? r->cap : 4096;
+    while (cap < r->len + n) cap *= 2;
+    char *b = realloc(r->buf, cap);
+    if (!b) luaL_error(L, "out of memory");
+    r->buf = b;
+    r->cap = cap;
+  }
+  memcpy(r->buf + r->len, p, n);
+  r->len += n;
+}
+
+static void buf_free(rm_req *r) {
+  free(r->buf);
+  r->buf = NULL;
+  r->len = r->cap = 0;
+}
+
+/* The response fields set by the page, as the server wants them. The
+ * strings stay on L's stack (in the headers table) while used. */
+static size_t collect_fields(lua_State *L, rm_req *r, int ud, rm_http_header *f) {
+  size_t n = 0;
+  lua_getiuservalue(L, ud, UV_HEADERS);
+  int t = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, t) && n < MAX_FIELDS) {   /* lower name -> {Name, value} */
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    size_t nl, vl;
+    f[n].name = lua_tolstring(L, -2, &nl);
+    f[n].name_len = nl;
+    f[n].value = lua_tolstring(L, -1, &vl);
+    f[n].value_len = vl;
+    n++;
+    lua_pop(L, 3);   /* the strings live on in the table */
+  }
+  return n;
+}
+
+/* Sends the head (and what is buffered) now. */
+static int commit(lua_State *L, rm_req *r, int ud, int whole) {
+  rm_http_header f[MAX_FIELDS];
+  int top = lua_gettop(L);
+  size_t n = collect_fields(L, r, ud, f);
+  int framing = whole || r->content_length >= 0 ? RM_HTTP_FRAME_LENGTH : RM_HTTP_FRAME_CHUNKED;
+  uint64_t length = whole ? r->len : (uint64_t)(r->content_length >= 0 ? r->content_length : 0);
+  int rc = rm_http_x_begin(r->x, r->status, f, n, framing, length, r->buf, r->len);
+  lua_settop(L, top);
+  r->committed = 1;
+  r->len = 0;
+  if (rc != RM_OK) r->broken = 1;
+  if (rc == RM_EINVAL || rc == RM_EFULL)
+    rm_loop_log(r->app->rt->loop, RM_LOG_ERROR, "page %s: response head refused (%s)",
+                rm_http_x_path(r->x), rm_strerror(rc));
+  return rc;
+}
+
+static void send_buffered(lua_State *L, rm_req *r, int ud) {
+  if (!r->committed) { commit(L, r, ud, 0); return; }
+  if (r->len && !r->broken && rm_http_x_write(r->x, r->buf, r->len) != RM_OK) r->broken = 1;
+  r->len = 0;
+}
+
+/* ---- writing ---- */
+
+static int flush_k(lua_State *L, int status, lua_KContext ctx) {
+  rm_co *co = rm_co_current(L);
+  if (co->wake != RM_WAKE_READY) return rm_sock_wake_result(L, co);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static void unlink_drain(rm_co *co) {
+  rm_req *r = co->wait_data;
+  r->drain_waiter = NULL;
+}
+
+/* Sends what is buffered; in the page's coroutine, waits while the
+ * connection holds more than the app's bound. */
+static int do_flush(lua_State *L, rm_req *r) {
+  if (!r->x || r->final) { lua_pushboolean(L, r->x != NULL); return 1; }
+  send_buffered(L, r, 1);
+  if (r->broken) return rm_push_error(L, "socketclosed");
+  rm_co *co = rm_co_current(L);
+  if (co && rm_http_x_queued(r->x) > r->app->max_queue) {
+    r->drain_waiter = co;
+    co->wait_data = r;
+    co->on_wake = unlink_drain;
+    return rm_co_suspend(L, co, RM_WAIT_WRITE, NULL, -1, flush_k, 0);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int resp_flush(lua_State *L) { return do_flush(L, req_check(L)); }
+
+/* write(...) / print(...) / _emit(...): every argument through tostring. */
+static int write_args(lua_State *L, rm_req *r, int first) {
+  if (!r->x || r->final) return 0;
+  for (int i = first, n = lua_gettop(L); i <= n; i++) {
+    size_t len;
+    const char *s = luaL_tolstring(L, i, &len);
+    buf_add(L, r, s, len);
+    lua_pop(L, 1);
+  }
+  if (r->len > AUTO_FLUSH) {
+    lua_settop(L, 1);
+    return do_flush(L, r);   /* may suspend the page: the return must be this call */
+  }
+  return 0;
+}
+
+static int resp_write(lua_State *L) { return write_args(L, req_check(L), 2); }
+
+static int emit(lua_State *L) {
+  rm_req *r = lua_touserdata(L, lua_upvalueindex(1));
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  return write_args(L, r, 2);
+}
+
+/* ---- response methods ---- */
+
+/* Sets (value NULL: removes) a response field of the object at ud. The
+ * table is keyed by the lower-case name, so each name is set once. */
+static void set_field(lua_State *L, int ud, const char *name, const char *value) {
+  luaL_Buffer b;
+  lua_getiuservalue(L, ud, UV_HEADERS);
+  luaL_buffinit(L, &b);
+  for (const char *p = name; *p; p++) luaL_addchar(&b, (char)tolower((unsigned char)*p));
+  luaL_pushresult(&b);
+  if (value) {
+    lua_createtable(L, 2, 0);
+    lua_pushstring(L, name);
+    lua_rawseti(L, -2, 1);
+    lua_pushstring(L, value);
+    lua_rawseti(L, -2, 2);
+  } else {
+    lua_pushnil(L);
+  }
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+static int resp_setstatus(lua_State *L) {
+  rm_req *r = req_check(L);
+  lua_Integer s = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, s >= 100 && s <= 999, 2, "status out of range");
+  if (r->committed) return 0;
+  r->status = (int)s;
+  return 0;
+}
+
+static int resp_setheader(lua_State *L) {
+  rm_req *r = req_check(L);
+  const char *name = luaL_checkstring(L, 2);
+  const char *value = luaL_optstring(L, 3, NULL);
+  if (r->committed) { lua_pushboolean(L, 0); return 1; }
+  set_field(L, 1, name, value);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int resp_setcontenttype(lua_State *L) {
+  req_check(L);
+  lua_settop(L, 2);
+  luaL_checkstring(L, 2);
+  lua_pushliteral(L, "Content-Type");
+  lua_insert(L, 2);
+  return resp_setheader(L);
+}
+
+static int resp_setcontentlength(lua_State *L) {
+  rm_req *r = req_check(L);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n >= 0, 2, "negative length");
+  if (!r->committed) r->content_length = n;
+  return 0;
+}
+
+static int resp_setmaxage(lua_State *L) {
+  req_check(L);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  lua_settop(L, 1);
+  lua_pushliteral(L, "Cache-Control");
+  lua_pushfstring(L, "max-age=%d", (int)n);
+  return resp_setheader(L);
+}
+
+static int resp_committed(lua_State *L) {
+  rm_req *r = req_check(L);
+  lua_pushboolean(L, r->committed || !r->x);
+  return 1;
+}
+
+/* Drops what is buffered and the fields set; 0 once committed. */
+static int reset(lua_State *L, rm_req *r, int ud) {
+  if (r->committed) return 0;
+  r->len = 0;
+  r->status = 200;
+  r->final = 0;
+  r->content_length = -1;
+  lua_newtable(L);
+  lua_setiuservalue(L, ud, UV_HEADERS);
+  return 1;
+}
+
+static int resp_reset(lua_State *L) {
+  lua_pushboolean(L, reset(L, req_check(L), 1));
+  return 1;
+}
+
+/* The answer is decided: later writes are ignored. Returns 0 when it is
+ * too late (committed). */
+static int final_answer(lua_State *L, rm_req *r, int ud, int status, const char *type, const char *body) {
+  if (!reset(L, r, ud)) return 0;
+  r->status = status;
+  set_field(L, ud, "Content-Type", type);
+  buf_add(L, r, body, strlen(body));
+  r->final = 1;
+  return 1;
+}
+
+static void html_escape(luaL_Buffer *b, const char *s) {
+  for (; *s; s++) {
+    switch (*s) {
+    case '<': luaL_addstring(b, "&lt;"); break;
+    case '>': luaL_addstring(b, "&gt;"); break;
+    case '&': luaL_addstring(b, "&amp;"); break;
+    case '"': luaL_addstring(b, "&quot;"); break;
+    default: luaL_addchar(b, *s);
+    }
+  }
+}
+
+static int resp_senderror(lua_State *L) {
+  rm_req *r = req_check(L);
+  int status = (int)luaL_checkinteger(L, 2);
+  const char *msg = luaL_optstring(L, 3, rm_http_reason(status));
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lua_pushfstring(L, "<html><body><h1>%d %s</h1><p>", status, rm_http_reason(status));
+  luaL_addvalue(&b);
+  html_escape(&b, msg);
+  luaL_addstring(&b, "</p></body></html>\n");
+  luaL_pushresult(&b);
+  lua_pushboolean(L, final_answer(L, r, 1, status, "text/html; charset=utf-8", lua_tostring(L, -1)));
+  return 1;
+}
+
+static int resp_sendredirect(lua_State *L) {
+  rm_req *r = req_check(L);
+  const char *url = luaL_checkstring(L, 2);
+  int ok = final_answer(L, r, 1, lua_toboolean(L, 3) ? 301 : 302, "text/html; charset=utf-8",
+                        "<html><body>Moved</body></html>\n");
+  if (ok) set_field(L, 1, "Location", url);
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
+static int resp_abort(lua_State *L) {
+  req_check(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &ABORT_KEY);
+  return lua_error(L);
+}
+
+/* ---- request methods ---- */
+
+static const rm_http_request *req_of(lua_State *L, rm_req *r) { return rm_http_x_request(live(L, r)); }
+
+static int req_method(lua_State *L) {
+  const rm_http_request *q = req_of(L, req_check(L));
+  lua_pushlstring(L, q->method.p, q->method.len);
+  return 1;
+}
+
+static int req_header(lua_State *L) {
+  const rm_http_request *q = req_of(L, req_check(L));
+  if (lua_isnoneornil(L, 2)) {
+    lua_createtable(L, 0, (int)q->nheaders);
+    for (size_t i = 0; i < q->nheaders; i++) {
+      lua_pushlstring(L, q->headers[i].name, q->headers[i].name_len);
+      lua_pushlstring(L, q->headers[i].value, q->headers[i].value_len);
+      lua_settable(L, -3);
+    }
+    return 1;
+  }
+  const rm_http_header *h = rm_http_header_find(q->headers, q->nheaders, luaL_checkstring(L, 2));
+  if (!h) return 0;
+  lua_pushlstring(L, h->value, h->value_len);
+  return 1;
+}
+
+static int req_uri(lua_State *L) {
+  lua_pushstring(L, rm_http_x_path(live(L, req_check(L))));
+  return 1;
+}
+
+static int req_url(lua_State *L) {
+  rm_req *r = req_check(L);
+  const rm_http_request *q = req_of(L, r);
+  const rm_http_header *host = rm_http_header_find(q->headers, q->nheaders, "Host");
+  if (q->target.len && q->target.p[0] != '/') { lua_pushlstring(L, q->target.p, q->target.len); return 1; }
+  lua_pushstring(L, rm_http_x_secure(r->x) ? "https://" : "http://");
+  if (host) lua_pushlstring(L, host->value, host->value_len); else lua_pushliteral(L, "localhost");
+  lua_pushlstring(L, q->target.p, q->target.len);
+  lua_concat(L, 3);
+  return 1;
+}
+
+static int req_version(lua_State *L) {
+  const rm_http_request *q = req_of(L, req_check(L));
+  lua_pushstring(L, q->minor ? "1.1" : "1.0");
+  return 1;
+}
+
+static int req_cookie(lua_State *L) {
+  const rm_http_request *q = req_of(L, req_check(L));
+  size_t nl;
+  const char *want = luaL_checklstring(L, 2, &nl);
+  for (size_t i = 0; i < q->nheaders; i++) {
+    const rm_http_header *h = &q->headers[i];
+    if (h->name_len != 6 || strncasecmp(h->name, "Cookie", 6) != 0) continue;
+    const char *cur = h->value, *end = h->value + h->value_len;
+    rm_http_slice k, v;
+    while (rm_http_cookie_next(&cur, end, &k, &v))
+      if (k.len == nl && memcmp(k.p, want, nl) == 0) { lua_pushlstring(L, v.p, v.len); return 1; }
+  }
+  return 0;
+}
+
+static int req_addr(lua_State *L, int peer) {
+  rm_req *r = req_check(L);
+  int fd = rm_conn_fd(rm_http_x_conn(live(L, r)));
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if ((peer ? getpeername(fd, (struct sockaddr *)&ss, &len) : getsockname(fd, (struct sockaddr *)&ss, &len)) != 0)
+    return rm_push_error(L, "socketclosed");
+  char ip[64];
+  int port;
+  int v6 = rm_addr_format((struct sockaddr *)&ss, ip, sizeof ip, &port);
+  lua_pushstring(L, ip);
+  lua_pushinteger(L, port);
+  lua_pushboolean(L, v6);
+  return 3;
+}
+static int req_peername(lua_State *L) { return req_addr(L, 1); }
+static int req_sockname(lua_State *L) { return req_addr(L, 0); }
+
+static int req_issecure(lua_State *L) {
+  lua_pushboolean(L, rm_http_x_secure(live(L, req_check(L))));
+  return 1;
+}
+
+/* body(): the raw request body (POST, PUT), or nil when there was none. */
+static int req_body(lua_State *L) {
+  size_t n;
+  const char *b = rm_http_x_body(live(L, req_check(L)), &n);
+  if (!n) return 0;
+  lua_pushlstring(L, b, n);
+  return 1;
+}
+
+/* ---- form data ---- */
+
+/* Appends a decoded pair {name, value [, filename, type]} to the list at t. */
+static void add_pair(lua_State *L, int t, const char *k, size_t kl, const char *v, size_t vl, int form) {
+  luaL_Buffer b;
+  lua_createtable(L, 2, 0);
+  for (int i = 0; i < 2; i++) {
+    const char *p = i ? v : k;
+    size_t n = i ? vl : kl;
+    if (!form) { lua_pushlstring(L, p, n); lua_rawseti(L, -2, i + 1); continue; }
+    char *out = luaL_buffinitsize(L, &b, n ? n : 1);
+    long d = rm_http_percent_decode(p, n, out, n, 1);
+    luaL_pushresultsize(&b, d < 0 ? 0 : (size_t)d);
+    if (d < 0) { lua_pop(L, 2); return; }   /* a bad escape: the pair is dropped */
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_rawseti(L, t, (lua_Integer)lua_rawlen(L, t) + 1);
+}
+
+static void add_form(lua_State *L, int t, const char *p, size_t n) {
+  const char *cur = p, *end = p + n;
+  rm_http_slice k, v;
+  while (rm_http_form_next(&cur, end, &k, &v)) add_pair(L, t, k.p, k.len, v.p, v.len, 1);
+}
+
+static void add_multipart(lua_State *L, int t, rm_req *r, const rm_http_header *ct, const char *body, size_t n) {
+  rm_http_multipart *m;
+  if (rm_http_multipart_new(&m, ct->value, ct->value_len, NULL, NULL, NULL) != RM_OK) return;
+  luaL_Buffer b;
+  int open = 0;
+  size_t pos = 0;
+  for (;;) {
+    rm_http_event ev;
+    long used = rm_http_multipart_parse(m, body + pos, n - pos, &ev);
+    if (used < 0) break;
+    pos += (size_t)used;
+    if ((ev.type == RM_HTTP_PART || ev.type == RM_HTTP_DONE) && open) {
+      luaL_pushresult(&b);
+      lua_rawseti(L, -2, 2);
+      lua_rawseti(L, t, (lua_Integer)lua_rawlen(L, t) + 1);
+      open = 0;
+    }
+    if (ev.type == RM_HTTP_PART) {
+      const rm_http_part *part = rm_http_multipart_part(m);
+      lua_createtable(L, 4, 0);
+      lua_pushlstring(L, part->name.p, part->name.len);
+      lua_rawseti(L, -2, 1);
+      if (part->filename.p) { lua_pushlstring(L, part->filename.p, part->filename.len); lua_rawseti(L, -2, 3); }
+      if (part->content_type.p) { lua_pushlstring(L, part->content_type.p, part->content_type.len); lua_rawseti(L, -2, 4); }
+      luaL_buffinit(L, &b);
+      open = 1;
+    } else if (ev.type == RM_HTTP_BODY) {
+      luaL_addlstring(&b, ev.data, ev.len);
+    } else {
+      break;   /* DONE, or AGAIN: a truncated body ends the parts */
+    }
+  }
+  if (open) { luaL_pushresult(&b); lua_pop(L, 2); }
+  rm_http_multipart_free(m);
+}
+
+/* The request's pairs, parsed once: query string, then a form body. */
+static int push_pairs(lua_State *L, rm_req *r) {
+  if (lua_getiuservalue(L, 1, UV_DATA) == LUA_TTABLE) return lua_gettop(L);
+  lua_pop(L, 1);
+  const rm_http_request *q = req_of(L, r);
+  lua_newtable(L);
+  int t = lua_gettop(L);
+  rm_http_slice path, query;
+  rm_http_target_split(q->target.p, q->target.len, &path, &query);
+  add_form(L, t, query.p, query.len);
+  size_t n;
+  const char *body = rm_http_x_body(r->x, &n);
+  const rm_http_header *ct = rm_http_header_find(q->headers, q->nheaders, "Content-Type");
+  if (n && ct) {
+    if (ct->value_len >= 33 && strncasecmp(ct->value, "application/x-www-form-urlencoded", 33) == 0)
+      add_form(L, t, body, n);
+    else if (ct->value_len >= 19 && strncasecmp(ct->value, "multipart/form-data", 19) == 0)
+      add_multipart(L, t, r, ct, body, n);
+  }
+  lua_pushvalue(L, t);
+  lua_setiuservalue(L, 1, UV_DATA);
+  return t;
+}
+
+/* data(): name -> value (the first of each name); data(n1, n2...): values. */
+static int req_data(lua_State *L) {
+  rm_req *r = req_check(L);
+  int nargs = lua_gettop(L) - 1;
+  int t = push_pairs(L, r);
+  lua_newtable(L);
+  int map = lua_gettop(L);
+  for (lua_Integer i = (lua_Integer)lua_rawlen(L, t); i >= 1; i--) {   /* backwards: the first wins */
+    lua_rawgeti(L, t, i);
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    lua_rawset(L, map);
+    lua_pop(L, 1);
+  }
+  if (nargs == 0) return 1;
+  for (int i = 0; i < nargs; i++) {
+    lua_pushvalue(L, 2 + i);
+    lua_rawget(L, map);
+  }
+  return nargs;
+}
+
+static int pairs_next(lua_State *L) {
+  lua_Integer i = lua_tointeger(L, lua_upvalueindex(2)) + 1;
+  lua_pushinteger(L, i);
+  lua_replace(L, lua_upvalueindex(2));
+  if (lua_rawgeti(L, lua_upvalueindex(1), i) != LUA_TTABLE) return 0;
+  lua_rawgeti(L, -1, 1);
+  lua_rawgeti(L, -2, 2);
+  return 2;
+}
+
+/* datapairs(): an iterator over every name, value pair, repeats included. */
+static int req_datapairs(lua_State *L) {
+  push_pairs(L, req_check(L));
+  lua_pushinteger(L, 0);
+  lua_pushcclosure(L, pairs_next, 2);
+  return 1;
+}
+
+/* multipart(): the parts of a multipart body as {name=, filename=, type=, data=}. */
+static int req_multipart(lua_State *L) {
+  int t = push_pairs(L, req_check(L));
+  lua_newtable(L);
+  for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, t); i <= n; i++) {
+    lua_rawgeti(L, t, i);
+    if (lua_rawgeti(L, -1, 3) == LUA_TNIL && lua_rawgeti(L, -2, 4) == LUA_TNIL) { lua_pop(L, 3); continue; }
+    lua_settop(L, t + 2);
+    lua_createtable(L, 0, 4);
+    static const char *names[] = {"name", "data", "filename", "type"};
+    for (int k = 0; k < 4; k++) { lua_rawgeti(L, -2, k + 1); lua_setfield(L, -2, names[k]); }
+    lua_rawseti(L, t + 1, (lua_Integer)lua_rawlen(L, t + 1) + 1);
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+/* ---- page environments and include/forward ---- */
+
+/* A fresh environment for r running a page whose `page` table is on top. */
+static void push_env(lua_State *L, rm_req *r, int req) {
+  int page = lua_gettop(L);
+  lua_createtable(L, 0, 8);
+  lua_pushvalue(L, req);
+  lua_setfield(L, -2, "request");
+  lua_pushvalue(L, req);
+  lua_setfield(L, -2, "response");
+  lua_pushvalue(L, page);
+  lua_setfield(L, -2, "page");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->app->env);
+  lua_setfield(L, -2, "app");
+  lua_pushvalue(L, req);
+  lua_pushcclosure(L, emit, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "_emit");
+  lua_setfield(L, -2, "print");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->app->envmt);
+  lua_setmetatable(L, -2);
+  lua_remove(L, page);
+}
+
+/* A function that emits a file as it is (include of a static file). */
+static int emit_file(lua_State *L) {
+  lua_getfield(L, 1, "response");
+  rm_req *r = luaL_checkudata(L, -1, REQ_MT);
+  FILE *f = fopen(lua_tostring(L, lua_upvalueindex(1)), "rb");
+  if (!f) return luaL_error(L, "include: cannot open %s", lua_tostring(L, lua_upvalueindex(1)));
+  char buf[8192];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) buf_add(L, r, buf, n);
+  fclose(f);
+  return 0;
+}
+
+/* _page(path): the function and a fresh environment for another page of the
+ * app (include/forward); path is relative to the current page's URL. */
+static int req_page(lua_State *L) {
+  rm_req *r = req_check(L);
+  const char *path = luaL_checkstring(L, 2);
+  rm_http_exchange *x = live(L, r);
+  if (path[0] != '/') {
+    const char *cur = rm_http_x_path(x), *slash = strrchr(cur, '/');
+    lua_pushlstring(L, cur, (size_t)(slash - cur + 1));
+    lua_pushstring(L, path);
+    lua_concat(L, 2);
+    path = lua_tostring(L, -1);
+  }
+  char file[PATH_MAX];
+  int status = rm_http_x_map(x, path, file, sizeof file);
+  if (status) return luaL_error(L, "%s: %d %s", path, status, rm_http_reason(status));
+  size_t fl = strlen(file);
+  if (fl > 4 && strcmp(file + fl - 4, ".lsp") == 0) {
+    if (rm_lsp_load(L, file) != 0) return lua_error(L);
+  } else {
+    lua_pushstring(L, file);
+    lua_pushcclosure(L, emit_file, 1);
+    lua_newtable(L);
+  }
+  push_env(L, r, 1);
+  return 2;
+}
+
+/* ---- the page runner ---- */
+
+static int msgh(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &ABORT_KEY);
+  if (lua_rawequal(L, 1, -1)) { lua_settop(L, 1); return 1; }
+  const char *msg = lua_tostring(L, 1);
+  luaL_traceback(L, L, msg ? msg : luaL_typename(L, 1), 1);
+  return 1;
+}
+
+static int page_k(lua_State *L, int status, lua_KContext ctx) {
+  rm_co *co = rm_co_current(L);
+  rm_req *r = co->data;
+  r->returned = 1;
+  if (status != LUA_OK && status != LUA_YIELD) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &ABORT_KEY);
+    int aborted = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+    if (!aborted) {
+      r->failed = 1;
+      lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+      lua_pushvalue(L, -2);
+      lua_setiuservalue(L, -2, UV_ERROR);
+    }
+  }
+  return 0;
+}
+
+/* The coroutine's body: the page (fn, env) under a handler that keeps the
+ * traceback and tells abort() from an error. */
+static int page_main(lua_State *L) {
+  lua_pushcfunction(L, msgh);
+  lua_insert(L, 1);
+  return page_k(L, lua_pcallk(L, 1, 0, 1, 0, page_k), 0);
+}
+
+/* The 500 answer for a failed page; the traceback goes to the log always,
+ * to the client only in development mode. */
+static void answer_error(lua_State *L, rm_req *r, int ud) {
+  lua_getiuservalue(L, ud, UV_ERROR);
+  const char *err = lua_tostring(L, -1);
+  if (!err) err = "the page stopped (shutdown)";
+  rm_loop_log(r->app->rt->loop, RM_LOG_ERROR, "page %s: %s", rm_http_x_path(r->x), err);
+  if (r->committed) { r->broken = 1; lua_pop(L, 1); return; }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "<html><body><h1>500 Internal Server Error</h1>");
+  if (r->app->dev) { luaL_addstring(&b, "<pre>"); html_escape(&b, err); luaL_addstring(&b, "</pre>"); }
+  luaL_addstring(&b, "</body></html>\n");
+  luaL_pushresult(&b);
+  final_answer(L, r, ud, 500, "text/html; charset=utf-8", lua_tostring(L, -1));
+  lua_pop(L, 2);
+}
+
+/* Ends the exchange: the buffered answer goes out, the connection goes on. */
+static void page_end(lua_State *L, rm_req *r, int ud) {
+  if (r->x) {
+    if (r->failed) answer_error(L, r, ud);
+    if (!r->committed) commit(L, r, ud, 1);
+    else send_buffered(L, r, ud);
+    rm_http_exchange *x = r->x;
+    r->x = NULL;
+    r->app->h->in_lua++;
+    rm_http_x_finish(x, r->broken ? RM_HTTP_X_BROKEN : 0);
+    r->app->h->in_lua--;
+  }
+  buf_free(r);
+  luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
+  r->ref = LUA_NOREF;
+}
+
+static void page_done(rm_co *co, int result) {
+  rm_req *r = co->data;
+  lua_State *L = co->rt->L;
+  int top = lua_gettop(L);
+  r->co = NULL;
+  if (!r->returned) r->failed = 1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+  page_end(L, r, lua_gettop(L));
+  lua_settop(L, top);
+}
+
+/* Starts the page of x: its request object, environment and coroutine. */
+static void start_page(rm_app *a, rm_http_exchange *x) {
+  rm_rt *rt = a->rt;
+  lua_State *L = rt->L;
+  int top = lua_gettop(L);
+  rm_req *r = lua_newuserdatauv(L, sizeof *r, NUV);
+  memset(r, 0, sizeof *r);
+  luaL_setmetatable(L, REQ_MT);
+  int req = lua_gettop(L);
+  r->x = x;
+  r->app = a;
+  r->status = 200;
+  r->content_length = -1;
+  lua_newtable(L);
+  lua_setiuservalue(L, req, UV_HEADERS);
+  lua_pushvalue(L, req);
+  r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  *rm_http_x_data(x) = r;
+  if (rm_lsp_load(L, rm_http_x_file(x)) != 0) {   /* a page that does not compile */
+    r->failed = 1;
+    lua_setiuservalue(L, req, UV_ERROR);
+    page_end(L, r, req);
+    lua_settop(L, top);
+    return;
+  }
+  push_env(L, r, req);            /* fn, env */
+  lua_pushcfunction(L, page_main);
+  lua_insert(L, -3);
+  r->co = rm_co_new(rt, L, 2, NULL, 0);
+  r->co->data = r;
+  r->co->on_done = page_done;
+  lua_settop(L, top);
+  rm_co_run(r->co);
+}
+
+typedef struct deferred { rm_app *app; rm_http_exchange *x; } deferred;
+
+static void run_deferred(void *arg) {
+  deferred *d = arg;
+  rm_rt *rt = d->app->rt;
+  rm_rt_enter(rt);
+  start_page(d->app, d->x);
+  rm_rt_run_ready(rt);
+  rm_rt_leave(rt);
+  free(d);
+}
+
+static void page_run(rm_http_exchange *x, void *ud) {
+  rm_app *a = ud;
+  if (a->h->in_lua) {   /* called from Lua (a pipelined request): not nested */
+    deferred *d = malloc(sizeof *d);
+    if (d) { d->app = a; d->x = x; }
+    if (!d || rm_loop_post(a->rt->loop, run_deferred, d) != RM_OK) { free(d); rm_http_x_finish(x, 1); }
+    return;
+  }
+  rm_rt_enter(a->rt);
+  start_page(a, x);
+  rm_rt_run_ready(a->rt);
+  rm_rt_leave(a->rt);
+}
+
+static void page_drain(rm_http_exchange *x, void *ud) {
+  rm_app *a = ud;
+  rm_req *r = *rm_http_x_data(x);
+  rm_rt_enter(a->rt);
+  if (r && r->drain_waiter && rm_http_x_queued(x) <= a->max_queue) rm_co_wake(r->drain_waiter, RM_WAKE_READY);
+  rm_rt_run_ready(a->rt);
+  rm_rt_leave(a->rt);
+}
+
+const rm_http_handler rm_lhttp_handler = {page_run, page_drain};
+
+/* ---- req2sock / sock2req ---- */
+
+/* Remembers which server a socket came from, for sock2req. */
+static void remember_server(lua_State *L, int sock, rm_http_server *srv) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &SOCKS_KEY) != LUA_TTABLE) {   /* socket -> server, weak */
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &SOCKS_KEY);
+  }
+  lua_pushvalue(L, sock);
+  lua_pushlightuserdata(L, srv);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+/* ba.socket.req2sock(request [, raw | wsopts]): the request's connection as a
+ * socket; no HTTP answer is sent. An upgrade request, unless raw is true, goes
+ * to the WebSocket layer's handshake, registered as
+ * registry["remora.websocket.upgrade"] (lws.c), which comes back here with
+ * raw = true and returns a WebSocket. A raw socket comes with the bytes
+ * already read past the request as a second value (when there are any). */
+int rm_lhttp_req2sock(lua_State *L) {
+  rm_req *r = req_check(L);
+  if (!r->x) return rm_push_error(L, "socketclosed");
+  const rm_http_request *q = rm_http_x_request(r->x);
+  if ((q->flags & RM_HTTP_UPGRADE) && lua_type(L, 2) != LUA_TBOOLEAN &&
+      lua_getfield(L, LUA_REGISTRYINDEX, "remora.websocket.upgrade") == LUA_TFUNCTION) {
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+  }
+  size_t n;
+  const char *rest = rm_http_x_rest(r->x, &n);
+  lua_pushlstring(L, rest, n);
+  int restidx = lua_gettop(L);
+  rm_http_server *srv = rm_http_x_server(r->x);
+  rm_conn *c = rm_http_x_detach(r->x);
+  r->x = NULL;
+  buf_free(r);
+  if (!c) return rm_push_error(L, "socketclosed");
+  rm_sock_from_conn(L, rm_rt_get(L), c);
+  remember_server(L, lua_gettop(L), srv);
+  lua_pushvalue(L, restidx);
+  return n ? 2 : 1;
+}
+
+/* ba.socket.sock2req(sock [, pushback]): the socket's connection goes back
+ * to the HTTP server as a keep-alive connection; pushback: bytes read from
+ * it that start the next request. */
+int rm_lhttp_sock2req(lua_State *L) {
+  rm_sock *s = rm_sock_check(L, 1);
+  size_t n = 0;
+  const char *pre = luaL_optlstring(L, 2, "", &n);
+  rm_lhttp *h = rm_lhttp_get(L);
+  rm_http_server *srv = h->default_server;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &SOCKS_KEY) == LUA_TTABLE) {
+    lua_pushvalue(L, 1);
+    if (lua_rawget(L, -2) == LUA_TLIGHTUSERDATA) srv = lua_touserdata(L, -1);
+  }
+  if (!srv) return luaL_error(L, "sock2req: no HTTP server runs");
+  rm_conn *c = rm_sock_detach(s);
+  if (!c) return rm_push_error(L, "socketclosed");
+  h->in_lua++;
+  int rc = rm_http_server_adopt(srv, c, pre, n);
+  h->in_lua--;
+  if (rc != RM_OK) return rm_push_error(L, rm_errstr(rc));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---- the object and the module ---- */
+
+static int req_gc(lua_State *L) {
+  rm_req *r = luaL_checkudata(L, 1, REQ_MT);
+  buf_free(r);
+  return 0;
+}
+
+static int req_tostring(lua_State *L) {
+  rm_req *r = req_check(L);
+  lua_pushfstring(L, "request(%s): %p", r->x ? rm_http_x_path(r->x) : "expired", (void *)r);
+  return 1;
+}
+
+static const luaL_Reg req_methods[] = {
+  {"method", req_method}, {"header", req_header}, {"uri", req_uri}, {"url", req_url},
+  {"version", req_version}, {"cookie", req_cookie}, {"peername", req_peername},
+  {"sockname", req_sockname}, {"issecure", req_issecure}, {"body", req_body},
+  {"data", req_data}, {"datapairs", req_datapairs}, {"multipart", req_multipart},
+  {"write", resp_write}, {"send", resp_write}, {"flush", resp_flush}, {"setstatus", resp_setstatus},
+  {"setheader", resp_setheader}, {"setcontenttype", resp_setcontenttype},
+  {"setcontentlength", resp_setcontentlength}, {"setmaxage", resp_setmaxage},
+  {"committed", resp_committed}, {"reset", resp_reset}, {"senderror", resp_senderror},
+  {"sendredirect", resp_sendredirect}, {"redirect", resp_sendredirect}, {"abort", resp_abort},
+  {"_page", req_page}, {NULL, NULL}
+};
+
+/* The methods plainest in Lua: they call pages, which may suspend. */
+static const char REQ_LUA[] =
+  "local M = ...\n"
+  "function M:include(path) local fn, env = self:_page(path) fn(env) end\n"
+  "function M:forward(path)\n"
+  "  self:reset() local fn, env = self:_page(path) fn(env) self:abort()\n"
+  "end\n"
+  "function M:json(t, noabort)\n"
+  "  local s, err = ba.json.encode(t)\n"
+  "  if not s then error('json: ' .. tostring(err), 2) end\n"
+  "  self:reset() self:setcontenttype('application/json') self:write(s)\n"
+  "  if not noabort then self:abort() end\n"
+  "end\n"
+  "function M:rawrdr() local b = self:body() return function() local r = b b = nil return r end end\n";
+
+void rm__lhttp_open(lua_State *L) {
+  if (!luaL_newmetatable(L, REQ_MT)) { lua_pop(L, 1); return; }
+  luaL_newlib(L, req_methods);
+  if (luaL_loadbuffer(L, REQ_LUA, sizeof REQ_LUA - 1, "=request") == LUA_OK) {
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 0);
+  }
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, req_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, req_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  lua_newtable(L);   /* abort()'s unique error value */
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &ABORT_KEY);
+}
+
+void rm_open_http(lua_State *L) {
+  rm__lhttp_open(L);
+  lua_getfield(L, -1, "socket");
+  lua_pushcfunction(L, rm_lhttp_req2sock);
+  lua_setfield(L, -2, "req2sock");
+  lua_pushcfunction(L, rm_lhttp_sock2req);
+  lua_setfield(L, -2, "sock2req");
+  lua_pop(L, 1);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, rm_open_httpc);
+  lua_setfield(L, -2, "httpc");
+  lua_pop(L, 1);
+}
