@@ -83,8 +83,8 @@ static int open_signals(void) {
 /* The main loop: one poll() over the device, the signals and the dispatcher.
  * Returns when a signal arrives. */
 static void main_loop(host *h) {
-  struct pollfd fds[64];
-  enum { FIXED = 2, ROOM = 64 - FIXED };
+  enum { FIXED = 2, ROOM = 254 };   /* enough for the poll backend at the default cap */
+  struct pollfd fds[FIXED + ROOM];
   for (;;) {
     fds[0] = (struct pollfd){.fd = h->device_fd, .events = POLLIN};
     fds[1] = (struct pollfd){.fd = h->signal_fd, .events = POLLIN};
