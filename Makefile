@@ -6,6 +6,7 @@
 #   make test-tsan  the thread tests under ThreadSanitizer (build-tsan/)
 #   make examples   the embedding hosts (build/examples/)
 #   make size       code size, idle RSS and bytes per idle connection, as a table
+#   make bench-tls  TLS handshakes per second (full, resumed): remora vs nginx
 # Build options: WITH_TLS=0, WITH_WS=0, WITH_LUA=0 leave that layer (and what
 # needs it) out of the library, the tests and the link. WITH_LUA=0 builds no
 # runner: the library, the dispatcher-only host and the C tests remain.
@@ -111,6 +112,10 @@ test-asan: deps
 test-tsan: deps
 	@$(MAKE) --no-print-directory all BUILD=build-tsan OPT="-O1 -g" SAN="-fsanitize=thread"
 	REMORA_SANITIZER=tsan REMORA_TESTS=thread sh tests/run.sh build-tsan
+
+.PHONY: bench-tls
+bench-tls: $(RUNNER)
+	/usr/bin/python3 bench/tls/bench.py $(BENCH_SECONDS)
 
 clean:
 	rm -rf build build-asan build-tsan
