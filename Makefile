@@ -117,6 +117,11 @@ test-tsan: deps
 bench-tls: $(RUNNER)
 	/usr/bin/python3 bench/tls/bench.py $(BENCH_SECONDS)
 
+# Proxy throughput (GB/s) against nginx stream and HAProxy, loopback as the ceiling.
+.PHONY: bench-proxy
+bench-proxy: $(RUNNER)
+	sh bench/proxy/run.sh $(BUILD)
+
 clean:
 	rm -rf build build-asan build-tsan
 
