@@ -545,14 +545,17 @@ static int push_headers(lua_State *L, int idx) {
   return lua_gettop(L);
 }
 
-/* ba.socket.wsupgrade(sock, headers [, opts]): the upgrade request was read
- * from a raw TCP socket by Lua; headers maps names (any case) to values. */
+/* ba.socket.wsupgrade(sock, headers [, opts [, pre]]): the upgrade request
+ * was read from a raw TCP socket by Lua; headers maps names (any case) to
+ * values; pre holds the bytes read past the request (the first frames). */
 int rm_ws_upgrade_lua(lua_State *L) {
   rm_sock_check(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 3);
+  size_t prelen;
+  const char *pre = luaL_optlstring(L, 4, "", &prelen);
+  lua_settop(L, 4);
   int opts = lua_istable(L, 3) ? 3 : 0;
-  return upgrade(L, 1, push_headers(L, 2), opts, NULL, 0);
+  return upgrade(L, 1, push_headers(L, 2), opts, pre, prelen);
 }
 
 /* req2sock(request [, opts]) on an upgrade request (the HTTP layer calls
