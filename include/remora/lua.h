@@ -20,6 +20,8 @@ typedef struct rm_lua_config {
   size_t queuelen;   /* default write queue bound of new sockets (0: 16 KiB) */
   int threads;       /* worker threads for ba.thread (-1: one per CPU, min 2; 0: none) */
   int dev;           /* development mode: error details in page bodies */
+  size_t max_memory; /* Lua heap limit in bytes (0: $REMORA_LUA_MEMORY, else none); a
+                      * coroutine that would pass it fails with "not enough memory" */
 } rm_lua_config;
 
 rm_lua *rm_lua_new(rm_loop *loop, const rm_lua_config *cfg);
