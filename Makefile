@@ -7,6 +7,8 @@
 #   make examples   the embedding hosts (build/examples/)
 #   make size       code size, idle RSS and bytes per idle connection, as a table
 #   make bench-tls  TLS handshakes per second (full, resumed): remora vs nginx
+#   make fuzz       each libFuzzer harness for FUZZ_SECONDS (default 60), clang + ASan/UBSan
+#   make soak       mixed HTTP/WebSocket/proxy/slow clients for SOAK_SECONDS (default 300)
 # Build options: WITH_TLS=0, WITH_WS=0, WITH_LUA=0 leave that layer (and what
 # needs it) out of the library, the tests and the link. WITH_LUA=0 builds no
 # runner: the library, the dispatcher-only host and the C tests remain.
@@ -51,7 +53,7 @@ RUNNER     := $(if $(filter 1,$(WITH_LUA)),$(BUILD)/remora)
 SCREEN_LIB := $(if $(filter 1,$(WITH_LUA)),$(BUILD)/libremora_screen.a)
 UNIT_LIBS  := $(if $(filter 1,$(WITH_LUA)),$(X11_LIBS)) $(LIBS)
 
-.PHONY: all deps run test test-asan test-tsan clean examples size
+.PHONY: all deps run test test-asan test-tsan clean examples size fuzz soak
 all: $(RUNNER) $(BUILD)/libremora.a $(UNIT_BIN) examples
 
 deps:
@@ -113,6 +115,41 @@ test-tsan: deps
 	@$(MAKE) --no-print-directory all BUILD=build-tsan OPT="-O1 -g" SAN="-fsanitize=thread"
 	REMORA_SANITIZER=tsan REMORA_TESTS=thread sh tests/run.sh build-tsan
 
+# Fuzzing: harnesses link only the pure code they drive. New inputs go to
+# build-fuzz/corpus-NAME (the checked-in seeds stay as they are); a crash
+# leaves build-fuzz/crash-NAME-* and stops the run.
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+                -std=gnu11 -D_GNU_SOURCE -Iinclude -I.
+HTTP_PURE    := http/parser.c http/fields.c http/url.c http/content.c http/multipart.c http/response.c
+FUZZ_NAMES   := http url ws lsp
+
+build-fuzz/fuzz_http build-fuzz/fuzz_url: build-fuzz/fuzz_%: fuzz/fuzz_%.c $(HTTP_PURE)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) $^ -o $@
+build-fuzz/fuzz_ws: fuzz/fuzz_ws.c $(wildcard ws/*.c)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) $^ -lmbedcrypto -lz -o $@
+build-fuzz/fuzz_lsp: fuzz/fuzz_lsp.c lua/lsp.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) $(LUA_CFLAGS) $^ $(LUA_LIBS) -o $@
+
+fuzz: deps $(FUZZ_NAMES:%=build-fuzz/fuzz_%)
+	@for n in $(FUZZ_NAMES); do \
+	  mkdir -p build-fuzz/corpus-$$n; \
+	  echo "fuzz $$n: $(FUZZ_SECONDS) s"; \
+	  build-fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=build-fuzz/crash-$$n- build-fuzz/corpus-$$n fuzz/corpus/$$n 2>build-fuzz/$$n.log \
+	    || { tail -60 build-fuzz/$$n.log; exit 1; }; \
+	  grep -E "stat::number_of_executed_units|stat::peak_rss_mb" build-fuzz/$$n.log; \
+	done
+
+# The long run: bounded, loopback only (tests/soak/soak.py says what it mixes).
+SOAK_SECONDS ?= 300
+soak: deps
+	@$(MAKE) --no-print-directory all
+	REMORA_BIN=$(CURDIR)/$(BUILD)/remora /usr/bin/python3 tests/soak/soak.py $(SOAK_SECONDS)
+
 .PHONY: bench-tls
 bench-tls: $(RUNNER)
 	/usr/bin/python3 bench/tls/bench.py $(BENCH_SECONDS)
@@ -123,6 +160,6 @@ bench-proxy: $(RUNNER)
 	sh bench/proxy/run.sh $(BUILD)
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(SCREEN_OBJ:.o=.d) $(BUILD)/obj/lua/main.d $(wildcard $(BUILD)/obj/examples/embed/*.d)
