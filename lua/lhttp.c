@@ -838,8 +838,9 @@ int rm_lhttp_req2sock(lua_State *L) {
   if (!c) return rm_push_error(L, "socketclosed");
   rm_sock_from_conn(L, rm_rt_get(L), c);
   remember_server(L, lua_gettop(L), srv);
+  if (n == 0) return 1;   /* the socket alone */
   lua_pushvalue(L, restidx);
-  return n ? 2 : 1;
+  return 2;
 }
 
 /* ba.socket.sock2req(sock [, pushback]): the socket's connection goes back
