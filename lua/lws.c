@@ -573,11 +573,11 @@ static int req_upgrade(lua_State *L) {
   lua_getfield(L, -1, "req2sock");
   lua_pushvalue(L, 1);
   lua_pushboolean(L, 1);   /* raw: the connection as it is */
-  lua_call(L, 2, 2);
+  lua_call(L, 2, 2);   /* the socket [, the bytes read past the request] */
   if (lua_isnil(L, -2)) return 2;
-  size_t prelen;
-  const char *pre = lua_tolstring(L, -1, &prelen);
-  return upgrade(L, lua_gettop(L) - 1, hidx, opts, pre ? pre : "", pre ? prelen : 0);
+  size_t prelen = 0;
+  const char *pre = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &prelen) : "";
+  return upgrade(L, lua_gettop(L) - 1, hidx, opts, pre, prelen);
 }
 
 void rm_ws_open(lua_State *L) {

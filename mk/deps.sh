@@ -4,7 +4,7 @@
 set -e
 PKGS="build-essential pkg-config liblua5.4-dev lua5.4 libmbedtls-dev zlib1g-dev lua-cjson
 libjpeg62-turbo-dev libx11-dev libxext-dev libxdamage-dev libxtst-dev
-curl wrk openssl python3 python3-websockets xvfb x11-apps xterm xdotool clang libclang-rt-14-dev"
+curl wrk openssl python3 python3-websockets chromium nodejs npm xvfb x11-apps xterm xdotool clang libclang-rt-14-dev"
 [ "$1" = "--list" ] && { echo $PKGS; exit 0; }
 missing=""
 for p in $PKGS; do
