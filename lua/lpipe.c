@@ -1,4 +1,4 @@
-/* ba.socket.pipe(a, b [, {splice=}]): moves bytes both ways between two TCP
+/* ba.socket.pipe(a, b [, {splice=, idle=}]): moves bytes both ways between two TCP
  * sockets inside the dispatcher, with no Lua per chunk. The calling coroutine
  * is suspended until both directions are over and then gets the byte counts.
  *
@@ -16,7 +16,8 @@
  *
  * End of stream on `from` half-closes `to` once what is in flight is
  * delivered; the other direction goes on. An error on either connection ends
- * both directions and closes both connections. */
+ * both directions and closes both connections, and so does silence both
+ * ways for `idle` ms (checked once per period: it ends within two). */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -44,6 +45,8 @@ struct rm_pipe {
   pipe_dir ab, ba;
   const char *err;     /* why it ended early, or NULL */
   int finished;
+  rm_timer *idle;      /* fires every idle period, or NULL */
+  lua_Integer seen;    /* bytes moved at its last tick */
 };
 
 /* ---- the end ---- */
@@ -60,6 +63,8 @@ static void teardown(rm_pipe *p, const char *err) {
   }
   rm_conn_close(p->a);   /* what is queued is still delivered */
   rm_conn_close(p->b);
+  rm_timer_free(p->idle);   /* safe in its own callback: the loop is done with it */
+  p->idle = NULL;
 }
 
 /* From a dispatcher callback: ends the pipe and resumes the coroutine. */
@@ -72,6 +77,13 @@ static void finish(rm_pipe *p, const char *err) {
   rm_co_wake(co, RM_WAKE_READY);
   rm_rt_run_ready(p->rt);
   rm_rt_leave(p->rt);
+}
+
+static void idle_tick(rm_timer *t, void *ud) {
+  rm_pipe *p = ud;
+  lua_Integer moved = p->ab.bytes + p->ba.bytes;
+  if (moved == p->seen) finish(p, "timeout");
+  else p->seen = moved;
 }
 
 /* The coroutine is woken by something else (shutdown, the state closing). */
@@ -218,17 +230,20 @@ static void dir_init(rm_pipe *p, pipe_dir *d, rm_conn *from, rm_conn *to, size_t
   rm_conn_set_limits(to, 0, d->bound / 2);   /* on_writable when half has drained */
 }
 
-/* ba.socket.pipe(a, b [, {splice=true}]) -> bytes a to b, bytes b to a;
+/* ba.socket.pipe(a, b [, {splice=true, idle=ms}]) -> bytes a to b, bytes b to a;
  * or nil, reason, bytes a to b, bytes b to a when it ended on an error. */
 int rm_sock_pipe(lua_State *L) {
   rm_rt *rt = rm_rt_get(L);
   rm_co *co = rm_sock_waiter(L, "ba.socket.pipe");
   rm_sock *sa = check_pipeable(L, 1), *sb = check_pipeable(L, 2);
   int want_splice = 1;
+  lua_Integer idle = 0;
   if (lua_istable(L, 3)) {
     if (lua_getfield(L, 3, "splice") != LUA_TNIL) want_splice = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    if (lua_getfield(L, 3, "idle") != LUA_TNIL) idle = luaL_checkinteger(L, -1);
+    lua_pop(L, 2);
   }
+  luaL_argcheck(L, idle >= 0, 3, "idle must be >= 0 ms");
   lua_settop(L, 3);
   if (sa == sb) return luaL_argerror(L, 2, "a socket cannot be piped to itself");
   if (!sa || !sb) return rm_push_error(L, "socketclosed");
@@ -242,6 +257,13 @@ int rm_sock_pipe(lua_State *L) {
   p->b = rm_sock_detach(sb);
   dir_init(p, &p->ab, p->a, p->b, bound_ab);
   dir_init(p, &p->ba, p->b, p->a, bound_ba);
+  if (idle > 0) {
+    if (!(p->idle = rm_timer_new(rt->loop, idle_tick, p))) {
+      teardown(p, "malloc");
+      return rm_push_error(L, "malloc");
+    }
+    rm_timer_start(p->idle, (uint64_t)idle, (uint64_t)idle);
+  }
 #ifdef __linux__
   /* A filter (TLS) must see every byte, so splice only plain connections. */
   if (want_splice && !rm_conn_filter_state(p->a) && !rm_conn_filter_state(p->b) &&

@@ -11,26 +11,35 @@
 --                     mode=buffer: ba.socket.pipe without splice
 --     queuelen=N      bytes in flight per direction at most (default 65536)
 --     timeout=MS      upstream connect timeout (default 3000)
+--     idle=MS         close a pair silent both ways this long (default 600000; 0: never)
 local opts = {port = tonumber(arg[1]), host = arg[2], upstream = tonumber(arg[3]),
-              intf = "127.0.0.1", mode = "lua", queuelen = 65536, timeout = 3000}
+              intf = "127.0.0.1", mode = "lua", queuelen = 65536, timeout = 3000, idle = 600000}
 for i = 4, #arg do
   local k, v = arg[i]:match("^(%w+)=(.*)$")
   if not k or opts[k] == nil then error("unknown option " .. arg[i]) end
   opts[k] = type(opts[k]) == "number" and assert(tonumber(v), arg[i]) or v
 end
 if not (opts.port and opts.host and opts.upstream) then
-  error("usage: proxy.lua PORT UPSTREAM_HOST UPSTREAM_PORT [intf= mode=lua|pipe|buffer queuelen= timeout=]")
+  error("usage: proxy.lua PORT UPSTREAM_HOST UPSTREAM_PORT [intf= mode=lua|pipe|buffer queuelen= timeout= idle=]")
 end
 assert(opts.mode == "lua" or opts.mode == "pipe" or opts.mode == "buffer", "mode must be lua, pipe or buffer")
 
 -- One direction: read from source, write to sink until the source ends.
--- Returns nil at end of stream, else the reason it failed.
-local function webProxy(source, sink)
+-- Returns nil at end of stream, else the reason it failed. pair.last is when
+-- either direction last moved data: a read times out only when both are idle.
+local function webProxy(source, sink, pair)
+  local idle = opts.idle > 0 and opts.idle or nil
   while true do
-    local data, err = source:read()
-    if not data then return err ~= "socketclosed" and err or nil end
-    local ok, werr = sink:write(data)
-    if not ok then return werr or "socketwritefailed" end
+    local data, err = source:read(idle)
+    if data then
+      pair.last = ba.clock()
+      local ok, werr = sink:write(data)
+      if not ok then return werr or "socketwritefailed" end
+    elseif err ~= "timeout" then
+      return err ~= "socketclosed" and err or nil
+    elseif ba.clock() - pair.last >= opts.idle then
+      return "idle for " .. opts.idle .. " ms"
+    end
   end
 end
 
@@ -39,7 +48,7 @@ end
 -- the first direction to end waits for the second: a coroutine's socket
 -- closes when the coroutine ends, and the other direction still writes to it.
 local function relay(own, other, pair)
-  local err = webProxy(own, other)
+  local err = webProxy(own, other, pair)
   if err then
     if err ~= "sysshutdown" then trace("proxy: " .. err .. "; closing both sides") end
     own:close()
@@ -65,7 +74,7 @@ local function clientSide(up, server)
     return
   end
   up:queuelen(opts.queuelen)
-  local pair = {}
+  local pair = {last = ba.clock()}
   server:enable(up, pair)
   if opts.mode ~= "lua" then
     up:disable()            -- pipe() takes the socket over; this coroutine then ends
@@ -82,7 +91,7 @@ local function serverSide(client)
   local up, pair = client:disable()   -- until the client side has connected
   if not up then return end
   if opts.mode ~= "lua" then
-    local ok, err = ba.socket.pipe(client, up, {splice = opts.mode == "pipe"})
+    local ok, err = ba.socket.pipe(client, up, {splice = opts.mode == "pipe", idle = opts.idle})
     if not ok and err ~= "sysshutdown" then trace("proxy: " .. err .. "; closed both sides") end
     return
   end

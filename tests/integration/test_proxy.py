@@ -132,10 +132,10 @@ class Upstream:
         self.sock.close()
 
 
-def proxy(mode, upstream_port, queuelen=65536):
+def proxy(mode, upstream_port, queuelen=65536, extra=()):
     port = free_port()
-    r = Remora(path=PROXY, args=[port, "127.0.0.1", upstream_port, "mode=" + mode, "queuelen=%d" % queuelen],
-               ready="proxy on")
+    r = Remora(path=PROXY, args=[port, "127.0.0.1", upstream_port, "mode=" + mode, "queuelen=%d" % queuelen]
+               + list(extra), ready="proxy on")
     r.port = port
     return r
 
@@ -364,7 +364,31 @@ def http_raw_serves_files_and_refuses_the_rest():
             os.unlink(outside)
 
 
-for test in (concurrent_500, upstream_down, upstream_reset, client_reset):
+def idle(mode):
+    """idle=400: a pair silent both ways is closed; one that trickles past
+    that time in one direction only is not."""
+    up = Upstream()
+    with proxy(mode, up.port, extra=["idle=400"]) as r:
+        quiet = socket.create_connection(("127.0.0.1", r.port))
+        quiet.sendall(b"Eping")
+        check(recv_all(quiet, 4) == b"ping", "no echo")
+        busy = socket.create_connection(("127.0.0.1", r.port))
+        busy.sendall(b"W")
+        for _ in range(12):   # 1.2 s of one byte per 100 ms, upstream silent
+            busy.sendall(b".")
+            time.sleep(0.1)
+        check(ends_within(quiet, 5), "the silent pair stayed open")
+        busy.settimeout(0.2)
+        try:
+            check(busy.recv(1) != b"", "the trickling pair was closed")
+        except socket.timeout:
+            pass
+        busy.close()
+        check(r.alive(), "proxy died")
+    up.close()
+
+
+for test in (concurrent_500, upstream_down, upstream_reset, client_reset, idle):
     for mode in MODES:
         def run_mode(test=test, mode=mode):
             test(mode)
