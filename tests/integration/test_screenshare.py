@@ -1,0 +1,318 @@
+"""The screen-share app (examples/screenshare) on a private Xvfb, driven by
+Python's websockets as the browser would: tokens and roles, the Origin
+check, frames, pongs, input reaching X, bad input closing only its own
+viewer, and a stalled viewer costing nothing to the others.
+The browser itself is tested by test_screenshare_browser.py, which reuses
+Display and serve_screen from here."""
+import asyncio
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lib import ROOT, Remora, case, check, done, free_port  # noqa: E402
+
+APP = os.path.join(ROOT, "examples", "screenshare")
+CONTROL = "control-token-0123456789abcdef"
+VIEW = "view-only-token-0123456789abcdef"
+
+
+class Display:
+    """A private Xvfb; the display number comes from -displayfd."""
+
+    def __init__(self, size="1024x768x24"):
+        r, w = os.pipe()
+        self.proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", size, "-nolisten", "tcp"],
+                                     pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(w)
+        with os.fdopen(r) as f:
+            number = f.readline().strip()
+        if not number:
+            raise RuntimeError("Xvfb did not start")
+        self.name = ":" + number
+        self.env = dict(os.environ, DISPLAY=self.name)
+        self.children = []
+
+    def run(self, *argv):
+        """A client on this display, stopped with it."""
+        p = subprocess.Popen(argv, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.children.append(p)
+        return p
+
+    def output(self, *argv):
+        return subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=10).stdout
+
+    def pointer(self):
+        out = self.output("xdotool", "getmouselocation")
+        fields = dict(kv.split(":") for kv in out.split())
+        return int(fields["x"]), int(fields["y"])
+
+    def close(self):
+        for p in self.children + [self.proc]:
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def serve_screen(display, port=None, env=None):
+    """remora serving the app for display, with known tokens."""
+    port = port or free_port()
+    e = dict(SCREENSHARE_TOKEN=CONTROL, SCREENSHARE_VIEW_TOKEN=VIEW, DISPLAY=display.name)
+    e.update(env or {})
+    r = Remora(path="-l", args=["127.0.0.1:%d" % port, APP], env=e, ready="serving %s" % APP)
+    r.port = port
+    return r
+
+
+def ws_url(port, token):
+    return "ws://127.0.0.1:%d/ws.lsp?token=%s" % (port, token)
+
+
+def frame_header(m):
+    kind, flags, w, h, _, seq, n, t = struct.unpack_from("<BBHHHIId", m)
+    return dict(kind=kind, flags=flags, w=w, h=h, seq=seq, rects=n, time=t)
+
+
+def ping(ts):
+    return struct.pack("<B3xd", 5, ts)
+
+
+def move(x, y):
+    return struct.pack("<BBHH", 1, 0, x, y)
+
+
+async def recv_pong(ws, ts, timeout=5):
+    """Reads (skipping frames) until the pong carrying ts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic()))
+        if m[0] == 2:
+            check(len(m) == 20, "pong length %d" % len(m))
+            check(struct.unpack_from("<d", m, 4)[0] == ts, "pong carries the ping's timestamp")
+            return m
+
+
+async def closed_with(ws, timeout=5):
+    """Reads until the server closes; returns the close code."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    except websockets.ConnectionClosed as e:
+        return e.code
+
+
+def refused_status(url, **kw):
+    """The HTTP status of a refused WebSocket upgrade."""
+    async def go():
+        try:
+            async with websockets.connect(url, **kw):
+                return 101
+        except websockets.InvalidStatusCode as e:
+            return e.status_code
+    return asyncio.run(go())
+
+
+def http_get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def wait_for(cond, timeout=5):
+    deadline = time.time() + timeout
+    while not cond():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+if __name__ == "__main__":
+    import websockets
+
+    if not shutil.which("Xvfb") or not shutil.which("xdotool"):
+        print("FAIL setup: Xvfb and xdotool are needed (make deps)")
+        sys.exit(1)
+    display = Display()
+    server = serve_screen(display).__enter__()
+    port = server.port
+
+    @case
+    def page_without_token_shows_nothing():
+        for q in ("", "?token=", "?token=wrong-token-0123456789", "?token=" + CONTROL[:-1]):
+            status, body = http_get("http://127.0.0.1:%d/%s" % (port, q))
+            check(status == 200, "status %d" % status)
+            check("<canvas" not in body and "ws.lsp" not in body, "a page without a valid token has no viewer")
+        status, body = http_get("http://127.0.0.1:%d/?token=%s" % (port, CONTROL))
+        check(status == 200 and "<canvas" in body and "viewOnly: false" in body, "the control page has a viewer")
+        status, body = http_get("http://127.0.0.1:%d/?token=%s" % (port, VIEW))
+        check("<canvas" in body and "viewOnly: true" in body, "the view page is view-only")
+
+    @case
+    def websocket_without_token_is_refused():
+        check(refused_status("ws://127.0.0.1:%d/ws.lsp" % port) == 403, "no token: 403")
+        check(refused_status(ws_url(port, "x" * 32)) == 403, "wrong token: 403")
+        check(refused_status(ws_url(port, CONTROL),
+                             origin="http://evil.example") == 403, "foreign Origin: 403")
+        status, _ = http_get("http://127.0.0.1:%d/ws.lsp?token=%s" % (port, CONTROL))
+        check(status == 400, "a plain GET of the endpoint: 400, got %d" % status)
+        check(server.alive(), "server alive")
+
+    @case
+    def first_frame_is_full_and_ping_is_answered():
+        async def go():
+            origin = "http://127.0.0.1:%d" % port
+            async with websockets.connect(ws_url(port, CONTROL), origin=origin, max_size=None) as ws:
+                h = frame_header(await asyncio.wait_for(ws.recv(), 5))
+                check(h["kind"] == 1 and h["flags"] & 1, "first message is a full frame")
+                check((h["w"], h["h"]) == (1024, 768), "screen size %dx%d" % (h["w"], h["h"]))
+                check(h["seq"] == 1 and h["rects"] >= 1, "sequence 1 with rectangles")
+                check(abs(h["time"] - time.time() * 1000) < 60000, "server time in ms since the epoch")
+                await ws.send(ping(1234.5))
+                await recv_pong(ws, 1234.5)
+        asyncio.run(go())
+
+    @case
+    def control_moves_the_pointer_view_cannot():
+        async def go():
+            async with websockets.connect(ws_url(port, VIEW)) as ws:
+                await ws.send(move(700, 500))
+                await ws.send(ping(1.0))
+                await recv_pong(ws, 1.0)   # the view role still gets its pong
+            check(display.pointer() != (700, 500), "view-only input was ignored")
+            async with websockets.connect(ws_url(port, CONTROL)) as ws:
+                await ws.send(move(321, 234))
+                await ws.send(ping(2.0))
+                await recv_pong(ws, 2.0)   # input is handled in order: the move came first
+            check(display.pointer() == (321, 234), "pointer at %s" % (display.pointer(),))
+        asyncio.run(go())
+
+    @case
+    def keys_reach_an_x_application():
+        out = "/tmp/remora-screenshare-keys-%d.txt" % os.getpid()
+        xterm = display.run("xterm", "-geometry", "40x5+0+0", "-e", "sh", "-c", "cat > " + out)
+        check(wait_for(lambda: display.output("xdotool", "search", "--onlyvisible", "--class", "xterm").strip()),
+              "xterm mapped")
+
+        def key(code, k, down):
+            c, kk = code.encode(), k.encode()
+            return struct.pack("<BBBB", 3, 1 if down else 0, len(c), len(kk)) + c + kk
+
+        async def go():
+            async with websockets.connect(ws_url(port, CONTROL)) as ws:
+                await ws.send(move(40, 30))   # focus follows the pointer without a window manager
+                for code, k in (("KeyH", "h"), ("KeyI", "i"), ("Digit1", "!"), ("Enter", "Enter")):
+                    await ws.send(key(code, k, True))
+                    await ws.send(key(code, k, False))
+                await ws.send(ping(3.0))
+                await recv_pong(ws, 3.0)
+        try:
+            asyncio.run(go())
+            check(wait_for(lambda: os.path.exists(out) and open(out).read() == "hi!\n"),
+                  "typed text reached the terminal: %r" % (open(out).read() if os.path.exists(out) else None))
+        finally:
+            xterm.terminate()
+            if os.path.exists(out):
+                os.unlink(out)
+
+    @case
+    def bad_input_closes_only_that_viewer():
+        async def go():
+            async with websockets.connect(ws_url(port, CONTROL), max_size=None) as good:
+                await asyncio.wait_for(good.recv(), 5)
+                cases = [(b"\x09\x00\x00\x00", 1007),                       # unknown type
+                         (move(1, 1)[:5], 1007),                            # short MOVE
+                         (struct.pack("<B3xI", 4, 300000) + b"a" * 300000, 1009),  # clipboard over its limit
+                         (b"x" * (400 * 1024), 1009)]                       # bigger than any message
+                for msg, want in cases:
+                    async with websockets.connect(ws_url(port, CONTROL), max_size=None) as bad:
+                        await bad.send(msg)
+                        code = await closed_with(bad)
+                        check(code == want, "%r...: close %s, want %d" % (msg[:6], code, want))
+                async with websockets.connect(ws_url(port, CONTROL), max_size=None) as text:
+                    await text.send("hello")
+                    check(await closed_with(text) == 1003, "a text message: 1003")
+                await good.send(ping(4.0))
+                await recv_pong(good, 4.0)   # the bystander still works
+        asyncio.run(go())
+        check(server.alive(), "server alive")
+
+    @case
+    def stalled_viewer_costs_nothing():
+        # A terminal filling the screen with new text keeps frames coming.
+        busy = display.run("xterm", "-geometry", "160x50+0+0", "-e", "sh", "-c",
+                           "while :; do head -c 3000 /dev/urandom | od -x; done")
+        rss0 = server.rss_kb()
+
+        async def go():
+            async with websockets.connect(ws_url(port, CONTROL), max_size=None) as slow, \
+                    websockets.connect(ws_url(port, CONTROL), max_size=None) as fast:
+                slow.transport.pause_reading()   # the slow viewer stops reading
+                frames, t0 = 0, time.monotonic()
+                while time.monotonic() - t0 < 3:
+                    m = await asyncio.wait_for(fast.recv(), 5)
+                    frames += m[0] == 1
+                check(frames >= 10, "the reading viewer got %d frames in 3 s" % frames)
+                await fast.send(ping(5.0))
+                await recv_pong(fast, 5.0, timeout=2)
+                slow.transport.resume_reading()
+                await slow.send(ping(6.0))
+                await recv_pong(slow, 6.0)   # what was queued drains; nothing piled up behind it
+        try:
+            asyncio.run(go())
+        finally:
+            busy.terminate()
+        grown = server.rss_kb() - rss0
+        check(grown < 64 * 1024, "server grew by %d KiB while a viewer stalled" % grown)
+
+    @case
+    def disconnect_mid_frame_costs_nothing():
+        busy = display.run("xterm", "-geometry", "160x50+0+0", "-e", "sh", "-c",
+                           "while :; do head -c 3000 /dev/urandom | od -x; done")
+
+        async def go():
+            for _ in range(20):
+                ws = await websockets.connect(ws_url(port, CONTROL), max_size=None)
+                ws.transport.abort()   # gone without a close frame, maybe mid-frame
+            async with websockets.connect(ws_url(port, CONTROL), max_size=None) as ws:
+                await ws.send(ping(7.0))
+                await recv_pong(ws, 7.0)
+        try:
+            asyncio.run(go())
+        finally:
+            busy.terminate()
+        check(server.alive(), "server alive")
+
+    @case
+    def weak_configured_token_stops_the_server():
+        with Remora(path="-l", args=["127.0.0.1:%d" % free_port(), APP],
+                    env=dict(SCREENSHARE_TOKEN="short", DISPLAY=display.name)) as r:
+            check(r.proc.wait(10) == 1, "exit status 1")
+            check("at least 16 URL-safe characters" in r.log(), "says why")
+
+    @case
+    def generated_tokens_are_printed_as_urls():
+        p = free_port()
+        with Remora(path="-l", args=["127.0.0.1:%d" % p, APP], env=dict(DISPLAY=display.name),
+                    ready="serving") as r:
+            log = r.log()
+            lines = [ln for ln in log.splitlines() if "?token=" in ln]
+            check(len(lines) == 2, "a control and a view URL:\n" + log)
+            control = lines[0].split("?token=")[1]
+            check(lines[0].startswith("screenshare: control: http://127.0.0.1:%d/?token=" % p), lines[0])
+            check(len(control) >= 16 and control.replace("-", "").replace("_", "").isalnum(), control)
+            status, body = http_get("http://127.0.0.1:%d/?token=%s" % (p, control))
+            check("<canvas" in body, "the printed URL shows the screen")
+
+    server.__exit__(None, None, None)
+    display.close()
+    done()
