@@ -159,6 +159,11 @@ bench-tls: $(RUNNER)
 bench-proxy: $(RUNNER)
 	sh bench/proxy/run.sh $(BUILD)
 
+# WebSocket echo (msgs/s, p99) of 64 B and 16 KiB messages over 100 connections, against node ws.
+.PHONY: bench-ws
+bench-ws: $(RUNNER)
+	REMORA_BIN=$(CURDIR)/$(BUILD)/remora /usr/bin/python3 bench/websocket/bench.py
+
 clean:
 	rm -rf build build-asan build-tsan build-fuzz
 
