@@ -164,12 +164,14 @@ void rm_loop_set_wait_hooks(rm_loop *loop, void (*before)(void *), void (*after)
   loop->hook_ud = ud;
 }
 
-uint64_t rm_loop_now(const rm_loop *loop) { return loop->now; }
-void rm_loop_update_time(rm_loop *loop) {
+static uint64_t clock_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  loop->now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
+
+uint64_t rm_loop_now(const rm_loop *loop) { return loop->now; }
+void rm_loop_update_time(rm_loop *loop) { loop->now = clock_ms(); }
 
 /* ---- fd watches ------------------------------------------------------ */
 
@@ -308,10 +310,12 @@ static void timer_schedule(rm_timer *t, uint64_t when) {
   if (t->ref) loop->refs++;
 }
 
+/* Counted from the clock, not from the iteration's cached time: a callback
+ * that starts a timer late in a busy iteration must not see it fire early. */
 void rm_timer_start(rm_timer *t, uint64_t ms, uint64_t repeat_ms) {
   rm_timer_stop(t);
   t->repeat = repeat_ms;
-  timer_schedule(t, t->loop->now + ms);
+  timer_schedule(t, clock_ms() + ms);
 }
 
 void rm_timer_stop(rm_timer *t) {
