@@ -9,6 +9,10 @@
 //     canvas: document.getElementById("screen"),
 //     status: document.getElementById("status")});</script>
 //
+// Other options: viewOnly (send no input, only pings), onpaint(frame, ms)
+// (called after each update is painted, with the parsed update and the
+// time it took from arrival; tests and the benchmark use it).
+//
 // The wire format is described in docs/screen-protocol.md. Updates are
 // applied strictly in arrival order: each one decodes all its images in
 // parallel, then paints COPY rectangles (from the canvas as it was), then
@@ -32,6 +36,7 @@
     var stats = {frames: 0, bytes: 0, rtt: NaN, since: performance.now()};
     var wheel = {x: 0, y: 0};
     var pendingPaste = null;
+    var snapshot = null; // reused for updates with several COPY rectangles
     ws.binaryType = "arraybuffer";
 
     // --- drawing ------------------------------------------------------------
@@ -55,7 +60,8 @@
         });
         off += RECT_HEADER + len;
       }
-      return {w: dv.getUint16(2, true), h: dv.getUint16(4, true), rects: rects};
+      return {w: dv.getUint16(2, true), h: dv.getUint16(4, true), seq: dv.getUint32(8, true),
+              bytes: buf.byteLength, rects: rects};
     }
 
     function decode(r) {
@@ -69,10 +75,13 @@
     function copies(rects) {
       var list = rects.filter(function (r) { return r.enc === COPY; }), src = canvas;
       if (list.length > 1) {
-        src = document.createElement("canvas");
-        src.width = canvas.width;
-        src.height = canvas.height;
-        src.getContext("2d").drawImage(canvas, 0, 0);
+        if (!snapshot) snapshot = document.createElement("canvas");
+        if (snapshot.width !== canvas.width || snapshot.height !== canvas.height) {
+          snapshot.width = canvas.width;
+          snapshot.height = canvas.height;
+        }
+        snapshot.getContext("2d").drawImage(canvas, 0, 0);
+        src = snapshot;
       }
       list.forEach(function (r) {
         var dv = new DataView(r.data.buffer, r.data.byteOffset, 4);
@@ -101,10 +110,13 @@
     }
 
     function onFrame(buf) {
-      var frame = parse(buf);
+      var frame = parse(buf), arrived = performance.now();
       var pending = Promise.all(frame.rects.map(decode)); // decoding starts now
       chain = chain.then(function () { return pending; })
-                   .then(function (bitmaps) { paint(frame, bitmaps); })
+                   .then(function (bitmaps) {
+                     paint(frame, bitmaps);
+                     if (opts.onpaint) opts.onpaint(frame, performance.now() - arrived);
+                   })
                    .catch(function (e) { setStatus("bad update: " + e); });
     }
 
@@ -118,8 +130,9 @@
 
     // --- input --------------------------------------------------------------
 
-    function send(bytes) {
-      if (ws.readyState === WebSocket.OPEN) ws.send(bytes);
+    // A view-only viewer sends nothing but pings (the server ignores the rest anyway).
+    function send(bytes, always) {
+      if (ws.readyState === WebSocket.OPEN && (always || !opts.viewOnly)) ws.send(bytes);
     }
 
     function point(ev) {
@@ -242,12 +255,12 @@
       var b = new DataView(new ArrayBuffer(12));
       b.setUint8(0, IN_PING);
       b.setFloat64(4, performance.now(), true);
-      send(b.buffer);
+      send(b.buffer, true);
     }
 
     var timer = setInterval(function () {
       var now = performance.now(), secs = (now - stats.since) / 1000;
-      setStatus(canvas.width + "x" + canvas.height + "  " +
+      setStatus((opts.viewOnly ? "view only  " : "") + canvas.width + "x" + canvas.height + "  " +
                 (stats.frames / secs).toFixed(1) + " fps  " +
                 (stats.bytes / secs / 1024).toFixed(1) + " KiB/s  rtt " +
                 (isNaN(stats.rtt) ? "-" : stats.rtt.toFixed(1) + " ms"));
