@@ -10,8 +10,10 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -291,6 +293,57 @@ if __name__ == "__main__":
         finally:
             busy.terminate()
         check(server.alive(), "server alive")
+
+    @case
+    def served_over_tls():
+        import ssl
+        p, tp = free_port(), free_port()
+        state = tempfile.mkdtemp(prefix="remora-screenshare-tls-")
+        e = dict(SCREENSHARE_TOKEN=CONTROL, SCREENSHARE_VIEW_TOKEN=VIEW, DISPLAY=display.name)
+        try:
+            with Remora(path="-l", args=["127.0.0.1:%d" % p, APP, "--tls-listen", "127.0.0.1:%d" % tp,
+                                         "--state", state], env=e, ready="on https://") as r:
+                check("https://127.0.0.1:%d/?token=%s" % (tp, CONTROL) in r.log(), "the HTTPS URL is printed")
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+
+                async def go():
+                    async with websockets.connect("wss://127.0.0.1:%d/ws.lsp?token=%s" % (tp, CONTROL), ssl=ctx,
+                                                  origin="https://127.0.0.1:%d" % tp, max_size=None) as ws:
+                        check(frame_header(await asyncio.wait_for(ws.recv(), 5))["kind"] == 1, "a frame over TLS")
+                asyncio.run(go())
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
+
+    @case
+    def password_login_sets_the_cookie():
+        import http.client
+        p = free_port()
+        e = dict(SCREENSHARE_PASSWORD="correct horse", DISPLAY=display.name)
+
+        def post(password):
+            c = http.client.HTTPConnection("127.0.0.1", p, timeout=5)
+            c.request("POST", "/login.lsp", body="password=" + urllib.parse.quote(password),
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+            resp = c.getresponse()
+            resp.read()
+            return resp.status, resp.getheader("Set-Cookie") or ""
+        with Remora(path="-l", args=["127.0.0.1:%d" % p, APP], env=e, ready="serving") as r:
+            status, body = http_get("http://127.0.0.1:%d/" % p)
+            check('type="password"' in body and "<canvas" not in body, "a password form, no screen")
+            status, cookie = post("wrong horse")
+            check(status == 403 and not cookie, "wrong password: 403, no cookie")
+            status, cookie = post("correct horse")
+            check(status in (302, 303) and "HttpOnly" in cookie and "SameSite=Strict" in cookie, "%d %s" % (status, cookie))
+            token = cookie.split(";")[0].split("=", 1)[1]
+            check(token in r.log(), "the cookie holds the control token")
+
+            async def go():
+                async with websockets.connect("ws://127.0.0.1:%d/ws.lsp" % p, max_size=None,
+                                              extra_headers={"Cookie": cookie.split(";")[0]}) as ws:
+                    check(frame_header(await asyncio.wait_for(ws.recv(), 5))["kind"] == 1, "a frame with the cookie")
+            asyncio.run(go())
 
     @case
     def weak_configured_token_stops_the_server():
