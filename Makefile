@@ -6,6 +6,7 @@
 #   make test-tsan  the thread tests under ThreadSanitizer (build-tsan/)
 #   make examples   the embedding hosts (build/examples/)
 #   make size       code size, idle RSS and bytes per idle connection, as a table
+#   make bench      remora against its peers (nginx, HAProxy, node ws), bench/results/latest.md
 #   make bench-tls  TLS handshakes per second (full, resumed): remora vs nginx
 #   make fuzz       each libFuzzer harness for FUZZ_SECONDS (default 60), clang + ASan/UBSan
 #   make soak       mixed HTTP/WebSocket/proxy/slow clients for SOAK_SECONDS (default 300)
@@ -163,6 +164,11 @@ bench-proxy: $(RUNNER)
 .PHONY: bench-ws
 bench-ws: $(RUNNER)
 	REMORA_BIN=$(CURDIR)/$(BUILD)/remora /usr/bin/python3 bench/websocket/bench.py
+
+.PHONY: bench
+bench: deps
+	@$(MAKE) --no-print-directory all
+	/usr/bin/python3 bench/run.py
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz
