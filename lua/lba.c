@@ -18,12 +18,13 @@ static int ba_trace(lua_State *L) {
   rm_rt *rt = rm_rt_get(L);
   luaL_Buffer b;
   lua_Debug ar;
+  int n = lua_gettop(L);   /* before the buffer puts its own slot on the stack */
   luaL_buffinit(L, &b);
   if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
     lua_pushfstring(L, "%s:%d:", ar.short_src, ar.currentline);
     luaL_addvalue(&b);
   }
-  for (int i = 1, n = lua_gettop(L); i <= n; i++) {
+  for (int i = 1; i <= n; i++) {
     luaL_addchar(&b, ' ');
     luaL_tolstring(L, i, NULL);
     luaL_addvalue(&b);
