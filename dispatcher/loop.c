@@ -363,8 +363,10 @@ static int posts_pending(rm_loop *loop) {
   return __atomic_load_n(&loop->post_head, __ATOMIC_ACQUIRE) != NULL;
 }
 
+/* Reads the clock: a host polling on its own asks this after its own work. */
 int rm_loop_timeout(rm_loop *loop) {
   if (posts_pending(loop) || loop->stopped) return 0;
+  rm_loop_update_time(loop);
   if (loop->nheap == 0) return -1;
   uint64_t when = loop->heap[0]->when;
   return when <= loop->now ? 0 : (int)(when - loop->now > 86400000 ? 86400000 : when - loop->now);
@@ -421,7 +423,6 @@ static int run_posts(rm_loop *loop) {
 int rm_loop_run_once(rm_loop *loop, int timeout_ms) {
   /* Written only when another thread takes the loop over: workers read it. */
   if (!pthread_equal(loop->thread, pthread_self())) loop->thread = pthread_self();
-  rm_loop_update_time(loop);
   int t = rm_loop_timeout(loop);
   if (timeout_ms >= 0 && (t < 0 || t > timeout_ms)) t = timeout_ms;
   if (loop->before_wait) loop->before_wait(loop->hook_ud);
