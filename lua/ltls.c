@@ -333,11 +333,11 @@ static void tls_gc(rm_sock *s) {
 
 static int tls_read(lua_State *L, rm_sock *s);
 static int tls_write(lua_State *L, rm_sock *s);
-static const rm_sock_ext tls_ext = {"tls", tls_read, tls_write, tls_close, tls_gc};
+static const rm_sock_ext tls_ext = {.name = "tls", .read = tls_read, .write = tls_write, .close = tls_close, .gc = tls_gc};
 /* Installed while a call is forwarded to the plain method. */
-static const rm_sock_ext tls_passthru = {"tls", NULL, NULL, tls_close, tls_gc};
+static const rm_sock_ext tls_passthru = {.name = "tls", .close = tls_close, .gc = tls_gc};
 /* A listener: accepted sockets get TLS from s->tls. */
-static const rm_sock_ext tls_listen_ext = {"tls", NULL, NULL, NULL, tls_gc};
+static const rm_sock_ext tls_listen_ext = {.name = "tls", .gc = tls_gc};
 
 static tls_sock *new_state(rm_sock *s, const rm_sock_ext *ext, long hs_timeout) {
   tls_sock *t = rm_loop_alloc(s->rt->loop, sizeof *t);
