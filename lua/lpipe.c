@@ -245,8 +245,8 @@ int rm_sock_pipe(lua_State *L) {
   }
   luaL_argcheck(L, idle >= 0, 3, "idle must be >= 0 ms");
   lua_settop(L, 3);
-  if (sa == sb) return luaL_argerror(L, 2, "a socket cannot be piped to itself");
   if (!sa || !sb) return rm_push_error(L, "socketclosed");
+  if (sa == sb) return luaL_argerror(L, 2, "a socket cannot be piped to itself");
   if (rt->shutting_down) return rm_push_error(L, "sysshutdown");
   rm_pipe *p = lua_newuserdatauv(L, sizeof(rm_pipe), 0);   /* kept by this frame while suspended */
   memset(p, 0, sizeof(*p));
