@@ -500,7 +500,10 @@ void rm_http_server_free(rm_http_server *s) {
   s->freed = 1;
   for (rm_http_exchange *x = s->all, *next; x; x = next) {
     next = x->next;
-    if (x->state == RM__ST_PAGE) { x->must_close = 1; continue; }   /* ends after its answer */
+    if (x->state == RM__ST_PAGE || x->state == RM__ST_FILE) {   /* ends after its answer */
+      x->must_close = 1;
+      continue;
+    }
     if (x == s->all && !x->next) { conn_free(x); return; }   /* the last one frees s */
     conn_free(x);
   }
