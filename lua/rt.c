@@ -102,12 +102,30 @@ int rm_push_error(lua_State *L, const char *reason) {
   return 2;
 }
 
+static int push_traceback(lua_State *L) {
+  luaL_traceback(L, lua_touserdata(L, 1), lua_touserdata(L, 2), 0);
+  return 1;
+}
+
+/* The traceback is built in a protected call, with no coroutine marked as
+ * running so the Lua memory limit (lba.c) lets it through: when the error was
+ * "not enough memory" the log still says where. Should memory really run
+ * out, the message alone is logged (an unprotected failure would be a panic,
+ * the end of the process). */
 void rm_rt_log_error(rm_rt *rt, lua_State *co, const char *what) {
-  lua_State *L = rt->L;
+  lua_State *L = rt->L, *running = rt->running;
   const char *msg = lua_tostring(co, -1);
   if (!msg) msg = luaL_typename(co, -1);
-  luaL_traceback(L, co, msg, 0);
-  rm_loop_log(rt->loop, RM_LOG_ERROR, "%s: %s", what, lua_tostring(L, -1));
+  lua_pushcfunction(L, push_traceback);
+  lua_pushlightuserdata(L, co);
+  lua_pushlightuserdata(L, (void *)msg);
+  rt->running = NULL;
+  int status = lua_pcall(L, 2, 1, 0);
+  rt->running = running;
+  if (status == LUA_OK)
+    rm_loop_log(rt->loop, RM_LOG_ERROR, "%s: %s", what, lua_tostring(L, -1));
+  else
+    rm_loop_log(rt->loop, RM_LOG_ERROR, "%s: %s (no traceback: out of memory)", what, msg);
   lua_pop(L, 1);
 }
 
