@@ -8,6 +8,7 @@
 #   make size       code size, idle RSS and bytes per idle connection, as a table
 #   make bench      remora against its peers (nginx, HAProxy, node ws), bench/results/latest.md
 #   make bench-tls  TLS handshakes per second (full, resumed): remora vs nginx
+#   make bench-screen  screen sharing: remora's app vs x11vnc + noVNC in headless Chromium
 #   make fuzz       each libFuzzer harness for FUZZ_SECONDS (default 60), clang + ASan/UBSan
 #   make soak       mixed HTTP/WebSocket/proxy/slow clients for SOAK_SECONDS (default 300)
 # Build options: WITH_TLS=0, WITH_WS=0, WITH_LUA=0 leave that layer (and what
@@ -164,6 +165,10 @@ bench-proxy: $(RUNNER)
 .PHONY: bench-ws
 bench-ws: $(RUNNER)
 	REMORA_BIN=$(CURDIR)/$(BUILD)/remora /usr/bin/python3 bench/websocket/bench.py
+
+.PHONY: bench-screen
+bench-screen: $(RUNNER)
+	REMORA_BIN=$(CURDIR)/$(BUILD)/remora /usr/bin/python3 bench/screen/bench.py
 
 .PHONY: bench
 bench: deps
