@@ -48,7 +48,7 @@ static const char PRELUDE[] =
   "local ok, cjson = pcall(require, 'cjson')\n"
   "if ok then\n"
   "  local J = cjson.new()\n"
-  "  J.encode_empty_table_as_object(false)\n"
+  "  if J.encode_empty_table_as_object then J.encode_empty_table_as_object(false) end\n"
   "  ba.json = { null = J.null, encode = function(v)\n"
   "      local ok, s = pcall(J.encode, v) if ok then return s end return nil, s end,\n"
   "    decode = function(s)\n"

@@ -91,6 +91,9 @@ static size_t collect_fields(lua_State *L, rm_req *r, int ud, rm_http_header *f)
   size_t n = 0;
   lua_getiuservalue(L, ud, UV_HEADERS);
   int t = lua_gettop(L);
+  if (lua_getfield(L, t, "content-type") == LUA_TNIL)
+    f[n++] = (rm_http_header){"Content-Type", 12, "text/html; charset=utf-8", 24};
+  lua_pop(L, 1);
   lua_pushnil(L);
   while (lua_next(L, t) && n < MAX_FIELDS) {   /* lower name -> {Name, value} */
     lua_rawgeti(L, -1, 1);
@@ -474,7 +477,9 @@ static void add_multipart(lua_State *L, int t, rm_req *r, const rm_http_header *
     }
     if (ev.type == RM_HTTP_PART) {
       const rm_http_part *part = rm_http_multipart_part(m);
-      lua_createtable(L, 4, 0);
+      lua_createtable(L, 5, 0);
+      lua_pushboolean(L, 1);   /* marks a part, as opposed to a query pair */
+      lua_rawseti(L, -2, 5);
       lua_pushlstring(L, part->name.p, part->name.len);
       lua_rawseti(L, -2, 1);
       if (part->filename.p) { lua_pushlstring(L, part->filename.p, part->filename.len); lua_rawseti(L, -2, 3); }
@@ -561,8 +566,8 @@ static int req_multipart(lua_State *L) {
   lua_newtable(L);
   for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, t); i <= n; i++) {
     lua_rawgeti(L, t, i);
-    if (lua_rawgeti(L, -1, 3) == LUA_TNIL && lua_rawgeti(L, -2, 4) == LUA_TNIL) { lua_pop(L, 3); continue; }
-    lua_settop(L, t + 2);
+    if (lua_rawgeti(L, -1, 5) == LUA_TNIL) { lua_pop(L, 2); continue; }
+    lua_pop(L, 1);
     lua_createtable(L, 0, 4);
     static const char *names[] = {"name", "data", "filename", "type"};
     for (int k = 0; k < 4; k++) { lua_rawgeti(L, -2, k + 1); lua_setfield(L, -2, names[k]); }
@@ -821,26 +826,28 @@ int rm_lhttp_req2sock(lua_State *L) {
   rm_req *r = req_check(L);
   if (!r->x) return rm_push_error(L, "socketclosed");
   const rm_http_request *q = rm_http_x_request(r->x);
-  if ((q->flags & RM_HTTP_UPGRADE) && lua_type(L, 2) != LUA_TBOOLEAN &&
-      lua_getfield(L, LUA_REGISTRYINDEX, "remora.websocket.upgrade") == LUA_TFUNCTION) {
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+  if ((q->flags & RM_HTTP_UPGRADE) && lua_type(L, 2) != LUA_TBOOLEAN) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "remora.websocket.upgrade") == LUA_TFUNCTION) {
+      lua_insert(L, 1);
+      lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+      return lua_gettop(L);
+    }
+    lua_pop(L, 1);   /* no WebSocket layer: the raw connection */
   }
+  lua_settop(L, 1);
   size_t n;
   const char *rest = rm_http_x_rest(r->x, &n);
-  lua_pushlstring(L, rest, n);
-  int restidx = lua_gettop(L);
+  lua_pushlstring(L, rest, n);   /* 2 */
   rm_http_server *srv = rm_http_x_server(r->x);
   rm_conn *c = rm_http_x_detach(r->x);
   r->x = NULL;
   buf_free(r);
   if (!c) return rm_push_error(L, "socketclosed");
-  rm_sock_from_conn(L, rm_rt_get(L), c);
-  remember_server(L, lua_gettop(L), srv);
-  if (n == 0) return 1;   /* the socket alone */
-  lua_pushvalue(L, restidx);
-  return 2;
+  rm_sock_from_conn(L, rm_rt_get(L), c);   /* 3 */
+  remember_server(L, 3, srv);
+  lua_insert(L, 2);              /* sock, rest */
+  if (n == 0) lua_pop(L, 1);
+  return lua_gettop(L) - 1;
 }
 
 /* ba.socket.sock2req(sock [, pushback]): the socket's connection goes back

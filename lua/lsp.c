@@ -57,13 +57,15 @@ static const char *skip_long(const char *p, const char *end, int level) {
   return end;
 }
 
-/* The "?>" that ends the code starting at p, or NULL. Short strings, long
- * strings and long comments are skipped; a line comment ends at "?>" too,
- * so that `<?lsp -- note ?>` closes where it looks like it does. */
-static const char *code_end(const char *p, const char *end) {
+/* The "?>" that ends the code starting at p, or NULL; *cut is where the code
+ * to keep ends. Short strings, long strings and long comments are skipped; a
+ * line comment ends at "?>" too, so that `<?lsp -- note ?>` closes where it
+ * looks like it does, and the comment is cut (it would swallow what the
+ * compiler puts after the code on the same line). */
+static const char *code_end(const char *p, const char *end, const char **cut) {
   while (p < end) {
     char c = *p;
-    if (c == '?' && p + 1 < end && p[1] == '>') return p;
+    if (c == '?' && p + 1 < end && p[1] == '>') { *cut = p; return p; }
     if (c == '"' || c == '\'') {
       for (p++; p < end && *p != c && *p != '\n'; p++)
         if (*p == '\\' && p + 1 < end) p++;
@@ -71,9 +73,12 @@ static const char *code_end(const char *p, const char *end) {
     } else if (c == '[' && long_bracket(p, end) >= 0) {
       p = skip_long(p, end, long_bracket(p, end));
     } else if (c == '-' && p + 1 < end && p[1] == '-') {
+      const char *comment = p;
       p += 2;
       int level = long_bracket(p, end);
-      if (level >= 0) p = skip_long(p, end, level);
+      if (level >= 0) { p = skip_long(p, end, level); continue; }
+      for (; p < end && *p != '\n'; p++)
+        if (*p == '?' && p + 1 < end && p[1] == '>') { *cut = comment; return p; }
     } else {
       p++;
     }
@@ -95,7 +100,7 @@ int rm_lsp_compile(lua_State *L, const char *src, size_t len, const char *chunkn
     const char *code = tag + 5;
     int expr = code < end && *code == '=';
     if (expr) code++;
-    const char *stop = code_end(code, end);
+    const char *cut, *stop = code_end(code, end, &cut);
     if (!stop) {
       luaL_pushresult(&b);
       lua_pop(L, 1);
@@ -105,7 +110,7 @@ int rm_lsp_compile(lua_State *L, const char *src, size_t len, const char *chunkn
       return -1;
     }
     if (expr) luaL_addstring(&b, "_emit(");
-    luaL_addlstring(&b, code, (size_t)(stop - code));
+    luaL_addlstring(&b, code, (size_t)(cut - code));
     luaL_addstring(&b, expr ? ") " : " ");
     p = stop + 2;
   }
