@@ -35,6 +35,7 @@ struct rm_conn {
   int err;            /* first transport error, or 0 */
   int events;         /* the interest registered with the loop */
   int busy;           /* callbacks running on this connection */
+  rm_conn *prev, *next;   /* the loop's list */
   unsigned want_read : 1, want_write : 1, connecting : 1, released : 1,
            shut_pending : 1, shut_done : 1, above_lowat : 1, draining : 1;
 };
@@ -57,6 +58,9 @@ static rm_conn *conn_alloc(rm_loop *loop, int fd, const rm_conn_handler *h, void
   c->ud = ud;
   c->lowat = 0;
   c->linger_ms = 30000;
+  c->next = loop->conns;
+  if (c->next) c->next->prev = c;
+  loop->conns = c;
   loop->nconns++;
   rm_loop_ref(loop);
   return c;
@@ -356,6 +360,8 @@ static void conn_destroy(rm_conn *c) {
   fail(c, RM_ECLOSED);
   rm_conn_set_filter(c, NULL, NULL);
   rm_timer_free(c->linger);
+  if (c->prev) c->prev->next = c->next; else c->loop->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
   c->loop->nconns--;
   rm_loop_unref(c->loop);
   RM__FREE(c->loop, c);
@@ -374,6 +380,13 @@ void rm_conn_close(rm_conn *c) {
   if (c->connecting) { conn_destroy(c); return; }
   if (c->head) flush(c);
   finish_release(c);
+}
+
+void rm__conn_free_released(rm_loop *loop) {
+  for (rm_conn *c = loop->conns, *next; c; c = next) {
+    next = c->next;
+    if (c->released && !c->busy) conn_destroy(c);
+  }
 }
 
 void rm_conn_abort(rm_conn *c) {

@@ -48,6 +48,7 @@ struct rm_loop {
   uint64_t now;
 
   int refs, stopped, nconns, max_conns;
+  struct rm_conn *conns;   /* every connection, so rm_loop_free can end lingering ones */
   pthread_t thread;
   int has_thread;
   void (*before_wait)(void *);
@@ -66,6 +67,9 @@ struct rm_loop {
 int rm__loop_reserve(rm_loop *loop, int fd);
 /* May one more connection be made (the max_conns cap)? */
 int rm__loop_conn_room(const rm_loop *loop);
+/* Frees the connections their owners closed that are still delivering
+ * (conn.c): at rm_loop_free nothing will run them to their end. */
+void rm__conn_free_released(rm_loop *loop);
 
 #define RM__NEW(loop, type) ((type *)rm_loop_alloc((loop), sizeof(type)))
 #define RM__FREE(loop, p) rm_loop_free_mem((loop), (p), sizeof(*(p)))

@@ -135,6 +135,7 @@ fail:
 
 void rm_loop_free(rm_loop *loop) {
   if (!loop) return;
+  rm__conn_free_released(loop);
   /* Helper threads still resolving names will post into this loop: wait. */
   pthread_mutex_lock(&loop->post_mu);
   while (loop->resolvers > 0) pthread_cond_wait(&loop->post_cv, &loop->post_mu);
