@@ -94,7 +94,8 @@ def fifo_50_writers_slow_reader_bounded_memory():
             seen[w] = i
         check(len(seen) == 50 and all(v == 1000 for v in seen.values()), "missing messages")
         # 50 MB went through; a bounded queue keeps the growth to a few MB.
-        check(peak - base < 16 * 1024, "RSS grew %d KiB" % (peak - base))
+        if not os.environ.get("REMORA_SANITIZER"):   # ASan's quarantine keeps freed memory
+            check(peak - base < 16 * 1024, "RSS grew %d KiB" % (peak - base))
         check("write failed" not in r.log(), r.log())
 
 
@@ -217,7 +218,8 @@ def read_timeouts_fire_on_time_under_load():
     m = re.search(r"early=(\d+) worst_late_ms=(\d+)", out)
     check(code == 0 and m, out)
     check(m.group(1) == "0", "a read(ms) returned early: " + out)
-    check(int(m.group(2)) <= 10, "worst lateness %s ms: %s" % (m.group(2), out))
+    late_ms = 100 if os.environ.get("REMORA_SANITIZER") else 10   # sanitizers slow every step
+    check(int(m.group(2)) <= late_ms, "worst lateness %s ms: %s" % (m.group(2), out))
 
 
 CONNECTED_TIMEOUT_SCRIPT = r"""
