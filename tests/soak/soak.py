@@ -18,9 +18,7 @@ import asyncio
 import hashlib
 import os
 import random
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
