@@ -1,5 +1,7 @@
 #!/bin/sh
-# Starts the demo: the echo server example until the HTTP layer serves examples/www.
+# Starts the demo site (examples/www) on 127.0.0.1:8080, or on $REMORA_DEMO_ADDR.
 BUILD=${1:-build}
-echo "remora demo: echo server on 127.0.0.1:9090 (try: nc 127.0.0.1 9090)"
-exec "$BUILD/remora" examples/echo.lua
+ADDR=${REMORA_DEMO_ADDR:-127.0.0.1:8080}
+cd "$(dirname "$0")/.." || exit 1
+echo "remora demo: open http://$ADDR/ (Ctrl-C stops it)"
+exec "$BUILD/remora" --dev -l "$ADDR" examples/www

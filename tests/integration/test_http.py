@@ -85,7 +85,7 @@ class Conn:
                 raw.append(line)
                 k, v = line.decode().split(":", 1)
                 headers[k.strip().lower()] = v.strip()
-            if status >= 200:
+            if status >= 200 or status == 101:   # 100 Continue is skipped
                 break
         body = b""
         if head_only or status in (204, 304):

@@ -241,6 +241,28 @@ def main():
             check(r.status == 500 and b"lines.lsp:6:" in r.body and b"<pre>" in r.body, r.body)
 
     @case
+    def demo_site_links_all_work():
+        import re
+        www = os.path.join(os.environ.get("REMORA_ROOT", "."), "examples", "www")
+        with serve(www) as demo:
+            index = body(demo.port, "/")
+            links = re.findall(r'href="([^"]+)"', index)
+            check(len(links) >= 9, links)
+            for link in links:
+                r = get(demo.port, "/" + link.lstrip("/"))
+                check(r.status == (500 if link == "error.lsp" else 200), "%s: %d" % (link, r.status))
+            check(b"status 200, application/json" in get(demo.port, "/client.lsp").body, "httpc page")
+            c = Conn(demo.port)   # the WebSocket echo, by hand: handshake, one masked frame, its echo
+            c.send("GET /ws.lsp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            r = c.read_response(head_only=True)
+            check(r.status == 101 and r.header("sec-websocket-accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", r.raw_head)
+            mask = b"\x01\x02\x03\x04"
+            c.send(b"\x81\x85" + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"hello")))
+            check(c._exact(7) == b"\x81\x05hello", "echoed text frame")
+            c.close()
+
+    @case
     def onunload_runs_at_shutdown():
         srv.__exit__(None, None, None)
         with open(unload) as f:
