@@ -428,4 +428,25 @@ def paths_never_leave_the_root_nor_show_sources():
     remove_site(outside)
 
 
+@case
+def tls_refuses_old_versions_and_weak_ciphers():
+    root = make_site({"a.txt": "alpha\n"})
+    state = tempfile.mkdtemp(prefix="remora-state-")
+    tls_port = free_port()
+    with serve(root, "--state", state, tls_port=tls_port):
+        def handshake(*opts):
+            out = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % tls_port] + list(opts),
+                                 input=b"", capture_output=True, timeout=20)
+            return b"Cipher is (NONE)" not in out.stdout and out.returncode == 0, out.stdout[-300:]
+        ok, out = handshake("-tls1_2")
+        check(ok, "TLS 1.2 works: %s" % out)
+        for opts in (["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"], ["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"],
+                     ["-tls1_2", "-cipher", "DES-CBC3-SHA:RC4-SHA:NULL-SHA256:@SECLEVEL=0"],
+                     ["-tls1_2", "-cipher", "AES128-SHA:AES256-SHA:@SECLEVEL=0"]):   # no forward secrecy
+            ok, out = handshake(*opts)
+            check(not ok, "%s was accepted: %s" % (" ".join(opts), out))
+    remove_site(root)
+    remove_site(state)
+
+
 done()
