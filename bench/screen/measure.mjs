@@ -55,7 +55,9 @@ function probe(kind) {
   t.area = e => t.canvas().getContext("2d").getImageData(e.x, e.y, e.w, e.h).data;
   t.arm = e => new Promise(resolve => {
     const before = t.area(e);
+    const lost = setTimeout(() => resolve(null), 5000);   // the key never arrived
     window.addEventListener("keydown", ev => {
+      clearTimeout(lost);
       const t0 = ev.timeStamp;
       const poll = () => {
         const now = t.area(e);
