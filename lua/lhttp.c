@@ -164,7 +164,10 @@ static int do_flush(lua_State *L, rm_req *r) {
   return 1;
 }
 
-static int resp_flush(lua_State *L) { return do_flush(L, req_check(L)); }
+static int resp_flush(lua_State *L) {
+  RM_ON_LOOP(L, rm_rt_get(L), resp_flush);   /* a page on a worker: the connection is the dispatcher's */
+  return do_flush(L, req_check(L));
+}
 
 /* write(...) / print(...) / _emit(...): every argument through tostring. */
 static int write_args(lua_State *L, rm_req *r, int first) {
@@ -175,7 +178,7 @@ static int write_args(lua_State *L, rm_req *r, int first) {
     buf_add(L, r, s, len);
     lua_pop(L, 1);
   }
-  if (r->len > AUTO_FLUSH) {
+  if (r->len > AUTO_FLUSH && !r->app->pool) {   /* pool pages flush only when they ask */
     lua_settop(L, 1);
     return do_flush(L, r);   /* may suspend the page: the return must be this call */
   }
@@ -724,7 +727,10 @@ static void page_done(rm_co *co, int result) {
   lua_settop(L, top);
 }
 
-/* Starts the page of x: its request object, environment and coroutine. */
+static int start_on_pool(lua_State *L, rm_req *r, int req);
+
+/* Starts the page of x: its request object, environment and coroutine (or
+ * its worker job). */
 static void start_page(rm_app *a, rm_http_exchange *x) {
   rm_rt *rt = a->rt;
   lua_State *L = rt->L;
@@ -750,6 +756,15 @@ static void start_page(rm_app *a, rm_http_exchange *x) {
     return;
   }
   push_env(L, r, req);            /* fn, env */
+  if (a->pool) {
+    if (start_on_pool(L, r, req) != 0) {   /* no pool (--threads 0?): answered 500 */
+      r->failed = 1;
+      lua_setiuservalue(L, req, UV_ERROR);
+      page_end(L, r, req);
+    }
+    lua_settop(L, top);
+    return;
+  }
   lua_pushcfunction(L, page_main);
   lua_insert(L, -3);
   r->co = rm_co_new(rt, L, 2, NULL, 0);
@@ -757,6 +772,45 @@ static void start_page(rm_app *a, rm_http_exchange *x) {
   r->co->on_done = page_done;
   lua_settop(L, top);
   rm_co_run(r->co);
+}
+
+/* ---- pages on the worker pool (--pages-on-pool) ---- */
+
+/* The page runs as a ba.thread job; done() reports how it ended. */
+static const char POOL_LUA[] =
+  "local fn, env, msgh, done = ...\n"
+  "ba.thread.run(function() done(xpcall(fn, msgh, env)) end)\n";
+
+/* The job ended (on its worker): the answer goes out on the dispatcher. */
+static void pool_finish(rm_rt *rt, void *ud) {
+  rm_req *r = ud;
+  lua_State *L = rt->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+  page_end(L, r, lua_gettop(L));
+  lua_pop(L, 1);
+}
+
+static int pool_done(lua_State *L) {
+  rm_req *r = lua_touserdata(L, lua_upvalueindex(1));
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &ABORT_KEY);
+  if (!lua_toboolean(L, 1) && !lua_rawequal(L, 2, -1)) {
+    r->failed = 1;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, -2, UV_ERROR);
+  }
+  rm_rt_on_loop(r->app->rt, pool_finish, r);
+  return 0;
+}
+
+/* fn and env on top: queue them as a job; 0, or -1 with the error on top. */
+static int start_on_pool(lua_State *L, rm_req *r, int req) {
+  if (luaL_loadbuffer(L, POOL_LUA, sizeof POOL_LUA - 1, "=pool") != LUA_OK) return -1;
+  lua_insert(L, -3);
+  lua_pushcfunction(L, msgh);
+  lua_pushvalue(L, req);
+  lua_pushcclosure(L, pool_done, 1);
+  return lua_pcall(L, 4, 0, 0) == LUA_OK ? 0 : -1;
 }
 
 typedef struct deferred { rm_app *app; rm_http_exchange *x; } deferred;
@@ -823,6 +877,7 @@ static void remember_server(lua_State *L, int sock, rm_http_server *srv) {
  * raw = true and returns a WebSocket. A raw socket comes with the bytes
  * already read past the request as a second value (when there are any). */
 int rm_lhttp_req2sock(lua_State *L) {
+  RM_ON_LOOP(L, rm_rt_get(L), rm_lhttp_req2sock);
   rm_req *r = req_check(L);
   if (!r->x) return rm_push_error(L, "socketclosed");
   const rm_http_request *q = rm_http_x_request(r->x);

@@ -52,6 +52,7 @@ SITE = {
                  " method = request:data('m') or 'GET', follow = tonumber(request:data('follow'))}"
                  " if not ok then print('error ', err) else"
                  " print(h:status(), ' ', h:header()['content-type'] or '-', ' ', h:read('a')) end ?>",
+    "where.lsp": "<?lsp= coroutine.isyieldable() ?>",
     "env.lsp": "<?lsp= type(request) ?> <?lsp= request == response ?> <?lsp= type(page) ?> <?lsp= app ~= _G ?>",
     ".preload": "greeting = require('mod').hi()\n"
                 "function onunload() local f = io.open(app.unload_file, 'w') f:write('unloaded') f:close() end\n"
@@ -239,6 +240,30 @@ def main():
         with serve(root, "--dev") as dev:
             r = get(dev.port, "/lines.lsp")
             check(r.status == 500 and b"lines.lsp:6:" in r.body and b"<pre>" in r.body, r.body)
+
+    @case
+    def pages_on_the_worker_pool():
+        with serve(root, "--pages-on-pool", "--threads", "3") as pool:
+            check(body(pool.port, "/where.lsp") == "false", "a worker runs the page, not a coroutine")
+            check(body(srv.port, "/where.lsp") == "true", "the dispatcher's pages are coroutines")
+            r = get(pool.port, "/flush.lsp")
+            check(r.header("transfer-encoding") == "chunked" and r.body.endswith(b"chunk5 end"), r.body)
+            check(get(pool.port, "/lines.lsp").status == 500, "an error is a 500 there too")
+            check(body(pool.port, "/form.lsp?a=1&b=2") == "1|2|GET|2", "request data")
+            lst = socket.socket()
+            lst.bind(("127.0.0.1", 0))
+            lst.listen(1)
+
+            def service():
+                c, _ = lst.accept()
+                c.recv(100)
+                c.sendall(b"from-service")
+                c.close()
+            threading.Thread(target=service, daemon=True).start()
+            check(body(pool.port, "/client.lsp?port=%d" % lst.getsockname()[1]) == "got from-service",
+                  "a blocking connect and read in a worker")
+            lst.close()
+            check(pool.alive(), "alive")
 
     @case
     def demo_site_links_all_work():
