@@ -62,7 +62,7 @@ class Remora:
 
     def __enter__(self):
         if self.ready:
-            deadline = time.time() + 10
+            deadline = time.time() + 30   # generous: sanitizer builds start slowly
             while self.ready not in self.log():
                 if self.proc.poll() is not None or time.time() > deadline:
                     raise RuntimeError("remora never became ready:\n" + self.log())
