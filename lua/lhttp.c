@@ -406,18 +406,7 @@ static int req_cookie(lua_State *L) {
 
 static int req_addr(lua_State *L, int peer) {
   rm_req *r = req_check(L);
-  int fd = rm_conn_fd(rm_http_x_conn(live(L, r)));
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  if ((peer ? getpeername(fd, (struct sockaddr *)&ss, &len) : getsockname(fd, (struct sockaddr *)&ss, &len)) != 0)
-    return rm_push_error(L, "socketclosed");
-  char ip[64];
-  int port;
-  int v6 = rm_addr_format((struct sockaddr *)&ss, ip, sizeof ip, &port);
-  lua_pushstring(L, ip);
-  lua_pushinteger(L, port);
-  lua_pushboolean(L, v6);
-  return 3;
+  return rm_push_sockname(L, rm_conn_fd(rm_http_x_conn(live(L, r))), peer);
 }
 static int req_peername(lua_State *L) { return req_addr(L, 1); }
 static int req_sockname(lua_State *L) { return req_addr(L, 0); }

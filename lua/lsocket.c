@@ -634,16 +634,6 @@ static int sock_enable(lua_State *L) {
   return 0;
 }
 
-static int push_addr(lua_State *L, const struct sockaddr_storage *ss) {
-  char ip[64];
-  int port;
-  int v6 = rm_addr_format((const struct sockaddr *)ss, ip, sizeof ip, &port);
-  lua_pushstring(L, ip);
-  lua_pushinteger(L, port);
-  lua_pushboolean(L, v6);
-  return 3;
-}
-
 static int sock_fd(rm_sock *s) {
   switch (s->kind) {
   case RM_SK_TCP: return rm_conn_fd(s->conn);
@@ -653,18 +643,8 @@ static int sock_fd(rm_sock *s) {
   }
 }
 
-static int sock_name(lua_State *L, int peer) {
-  rm_sock *s = rm_sock_check(L, 1);
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  int fd = sock_fd(s);
-  if (fd < 0) return rm_push_error(L, "socketclosed");
-  if ((peer ? getpeername(fd, (struct sockaddr *)&ss, &len) : getsockname(fd, (struct sockaddr *)&ss, &len)) != 0)
-    return rm_push_error(L, peer ? "notcon" : "failed");
-  return push_addr(L, &ss);
-}
-static int sock_peername(lua_State *L) { return sock_name(L, 1); }
-static int sock_sockname(lua_State *L) { return sock_name(L, 0); }
+static int sock_peername(lua_State *L) { return rm_push_sockname(L, sock_fd(rm_sock_check(L, 1)), 1); }
+static int sock_sockname(lua_State *L) { return rm_push_sockname(L, sock_fd(rm_sock_check(L, 1)), 0); }
 
 static int sock_setoption(lua_State *L) {
   rm_sock *s = rm_sock_check(L, 1);

@@ -39,13 +39,7 @@ int rm_udp_read(lua_State *L, rm_sock *s) {
   if (n >= 0) {
     lua_pushlstring(L, buf, (size_t)n);
     if (!lua_toboolean(L, 3)) return 1;
-    char ip[64];
-    int port;
-    int v6 = rm_addr_format((struct sockaddr *)&ss, ip, sizeof ip, &port);
-    lua_pushstring(L, ip);
-    lua_pushinteger(L, port);
-    lua_pushboolean(L, v6);
-    return 4;
+    return 1 + rm_push_addr(L, (struct sockaddr *)&ss);
   }
   if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
     return rm_push_error(L, "socketreadfailed");   /* e.g. ICMP unreachable on a connected socket */

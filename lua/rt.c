@@ -112,6 +112,24 @@ static int push_traceback(lua_State *L) {
  * "not enough memory" the log still says where. Should memory really run
  * out, the message alone is logged (an unprotected failure would be a panic,
  * the end of the process). */
+int rm_push_addr(lua_State *L, const struct sockaddr *sa) {
+  char ip[64];
+  int port;
+  int v6 = rm_addr_format(sa, ip, sizeof ip, &port);
+  lua_pushstring(L, ip);
+  lua_pushinteger(L, port);
+  lua_pushboolean(L, v6);
+  return 3;
+}
+
+int rm_push_sockname(lua_State *L, int fd, int peer) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int rc = peer ? getpeername(fd, (struct sockaddr *)&ss, &len) : getsockname(fd, (struct sockaddr *)&ss, &len);
+  if (fd < 0 || rc != 0) return rm_push_error(L, "socketclosed");
+  return rm_push_addr(L, (struct sockaddr *)&ss);
+}
+
 void rm_rt_log_error(rm_rt *rt, lua_State *co, const char *what) {
   lua_State *L = rt->L, *running = rt->running;
   const char *msg = lua_tostring(co, -1);

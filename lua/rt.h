@@ -128,6 +128,11 @@ void rm_rt_shutdown(rm_rt *rt);
 /* Barracuda's error strings for dispatcher errors. */
 const char *rm_errstr(int err);
 int rm_push_error(lua_State *L, const char *reason);   /* nil, reason */
+/* Pushes ip, port, isIPv6 of an address; returns 3. */
+int rm_push_addr(lua_State *L, const struct sockaddr *sa);
+/* Pushes the peer's (peer != 0) or our own address of a connected fd, as
+ * ip, port, isIPv6, or nil, "socketclosed". */
+int rm_push_sockname(lua_State *L, int fd, int peer);
 
 /* The modules. */
 int rm_open_socket(lua_State *L);   /* ba.socket */
