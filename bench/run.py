@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 
@@ -70,11 +71,16 @@ def run(name):
     argv = entry(name)
     log("== %s: %s" % (name, " ".join(argv)))
     env = dict(os.environ, REMORA_BIN=os.environ.get("REMORA_BIN", os.path.join(ROOT, "build", "remora")))
-    try:
-        p = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, timeout=TIMEOUT)
-        out, status = p.stdout, p.returncode
-    except subprocess.TimeoutExpired as e:
-        out, status = e.stdout or "", "timeout"
+    with subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) as p:
+        try:
+            out, _ = p.communicate(timeout=TIMEOUT)
+            status = p.returncode
+        except BaseException as e:   # timeout, or we were told to stop: the script stops its servers
+            p.terminate()
+            out, _ = p.communicate()
+            if not isinstance(e, subprocess.TimeoutExpired):
+                raise
+            status = "timeout"
     rows, text = [], []
     for line in out.splitlines():
         try:
@@ -174,6 +180,7 @@ def header():
 
 
 def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))
     setup()
     if "--setup-only" in sys.argv:
         return

@@ -25,6 +25,9 @@ TRIES = max(1, int(os.environ.get("BENCH_TRIES", "6")))
 NOISE = 0.05       # CPU of other processes tolerated during a run, in cores
 TICK = os.sysconf("SC_CLK_TCK")
 
+# SIGTERM unwinds like an exception, so that every Server's `with` stops it.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))
+
 
 def log(*args):
     print("bench:", *args, file=sys.stderr, flush=True)
