@@ -107,7 +107,7 @@ class Display:
     def xdotool(self, *args):
         return subprocess.run(["xdotool"] + list(args), env=self.env, capture_output=True, text=True).stdout
 
-    def window(self, name, timeout=10):
+    def window(self, name, timeout=30):
         deadline = time.time() + timeout
         while time.time() < deadline:
             ids = self.xdotool("search", "--onlyvisible", "--name", name).split()

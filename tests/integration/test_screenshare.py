@@ -86,6 +86,11 @@ def ping(ts):
     return struct.pack("<B3xd", 5, ts)
 
 
+def ack(frame):
+    """The app's ACK: this frame was painted (the next ones may come)."""
+    return struct.pack("<B3xI", 6, frame_header(frame)["seq"])
+
+
 def move(x, y):
     return struct.pack("<BBHH", 1, 0, x, y)
 
@@ -184,6 +189,34 @@ if __name__ == "__main__":
         asyncio.run(go())
 
     @case
+    def frames_wait_for_acks():
+        busy = display.run("xterm", "-geometry", "160x50+0+0", "-e", "sh", "-c",
+                           "while :; do head -c 3000 /dev/urandom | od -x; done")
+
+        async def frames_within(ws, seconds):
+            got = []
+            try:
+                while True:
+                    m = await asyncio.wait_for(ws.recv(), seconds)
+                    if m[0] == 1:
+                        got.append(m)
+            except asyncio.TimeoutError:
+                return got
+
+        async def go():
+            async with websockets.connect(ws_url(port, VIEW), max_size=None) as ws:
+                got = await frames_within(ws, 1.5)
+                check(len(got) == 2, "without ACKs, 2 frames in flight, got %d" % len(got))
+                await ws.send(ack(got[0]))
+                more = await frames_within(ws, 1.5)
+                check(len(more) == 1, "one ACK lets one more frame go, got %d" % len(more))
+                check(frame_header(more[0])["seq"] == 3, "the next sequence number")
+        try:
+            asyncio.run(go())
+        finally:
+            busy.terminate()
+
+    @case
     def control_moves_the_pointer_view_cannot():
         async def go():
             async with websockets.connect(ws_url(port, VIEW)) as ws:
@@ -262,7 +295,9 @@ if __name__ == "__main__":
                 frames, t0 = 0, time.monotonic()
                 while time.monotonic() - t0 < 3:
                     m = await asyncio.wait_for(fast.recv(), 5)
-                    frames += m[0] == 1
+                    if m[0] == 1:
+                        frames += 1
+                        await fast.send(ack(m))
                 check(frames >= 10, "the reading viewer got %d frames in 3 s" % frames)
                 await fast.send(ping(5.0))
                 await recv_pong(fast, 5.0, timeout=2)

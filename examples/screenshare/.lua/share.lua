@@ -24,7 +24,8 @@ local function env_int(name, default, lo, hi)
   return v
 end
 
-local PING = 5   -- the only input message a view-only viewer may send
+local PING = 5   -- the only input message a view-only viewer may send (and ACK)
+local ACK = 6    -- the app's own message: a frame was painted (docs/screenshare.md)
 
 function M.new(display)
   local scr, err = screen.open(display)
@@ -36,6 +37,7 @@ function M.new(display)
     poll_ms = env_int("SCREENSHARE_POLL_MS", 10, 1, 1000),
     max_viewers = env_int("SCREENSHARE_MAX_VIEWERS", 16, 1, 1000),
     quality = env_int("SCREENSHARE_QUALITY", 75, 1, 100),
+    inflight = env_int("SCREENSHARE_INFLIGHT", 2, 1, 64),   -- frames sent but not yet painted
     queuelen = env_int("SCREENSHARE_QUEUE", 64 * 1024, 4096, 16 * 1024 * 1024),
     max_input = 256 * 1024 + 8,   -- the largest valid message: a full clipboard
   }, {__index = M})
@@ -53,20 +55,27 @@ function M:tick()
     return false
   end
   if changed then
-    for pusher in pairs(self.parked) do pusher:enable(true) end
+    -- A woken pusher runs at once and may park again: into a fresh table,
+    -- since adding keys to the one being traversed is not allowed.
+    local woken = self.parked
+    self.parked = {}
+    for pusher in pairs(woken) do pusher:enable(true) end
   end
   return true
 end
 
-local function pusher_loop(self, ws, v)
+-- The pusher makes a frame only when the viewer has painted all but
+-- `inflight` of those it was sent (ACK messages) and something changed.
+local function pusher_loop(self, ws, v, viewer)
   return function(me)
     while true do
-      local msg = v:frame()
+      local msg = viewer.unacked < self.inflight and v:frame()
       if msg then
+        viewer.unacked = viewer.unacked + 1
         if not ws:write(msg) then break end
       else
-        self.parked[me] = true
-        local go = me:disable()
+        if viewer.unacked < self.inflight then self.parked[me] = true end
+        local go = me:disable()   -- until a change (tick) or an ACK (reader)
         self.parked[me] = nil
         if not go then break end
       end
@@ -75,13 +84,21 @@ local function pusher_loop(self, ws, v)
   end
 end
 
+-- ACK: u8 6, 3 bytes 0, u32 sequence number of the frame painted.
+local function is_ack(data)
+  return #data == 8 and data:byte(1) == ACK and data:sub(2, 4) == "\0\0\0"
+end
+
 local function reader_loop(self, role, viewer)
   return function(ws)
     while true do
       local data, is_text = ws:read()
       if not data then break end
       if is_text then ws:close(1003, "binary messages only") break end
-      if role == "control" or data:byte(1) == PING then
+      if is_ack(data) then
+        viewer.unacked = math.max(0, viewer.unacked - 1)
+        if viewer.pusher then viewer.pusher:enable(true) end
+      elseif role == "control" or data:byte(1) == PING then
         local ok, reply, code = self.scr:input(data)
         if ok == nil then
           trace("screenshare: viewer closed: " .. reply)
@@ -108,9 +125,9 @@ function M:serve(request, role, origins)
   if not ws then return false end
   ws:queuelen(self.queuelen)
   self.count = self.count + 1
-  local viewer = {}
+  local viewer = {unacked = 0}
   ws:event(reader_loop(self, role, viewer), "s")
-  viewer.pusher = ba.socket.event(pusher_loop(self, ws, self.scr:viewer{quality = self.quality}))
+  viewer.pusher = ba.socket.event(pusher_loop(self, ws, self.scr:viewer{quality = self.quality}, viewer))
   return true
 end
 

@@ -21,7 +21,7 @@
   "use strict";
 
   var MSG_FRAME = 1, MSG_PONG = 2;
-  var IN_MOVE = 1, IN_BUTTON = 2, IN_KEY = 3, IN_CLIPBOARD = 4, IN_PING = 5;
+  var IN_MOVE = 1, IN_BUTTON = 2, IN_KEY = 3, IN_CLIPBOARD = 4, IN_PING = 5, IN_ACK = 6;
   var SOLID = 0, PNG = 1, JPEG = 2, COPY = 3;
   var HEADER = 24, RECT_HEADER = 13;
   var KEY_FIELD_MAX = 32;
@@ -115,9 +115,10 @@
       chain = chain.then(function () { return pending; })
                    .then(function (bitmaps) {
                      paint(frame, bitmaps);
+                     ack(frame.seq);
                      if (opts.onpaint) opts.onpaint(frame, performance.now() - arrived);
                    })
-                   .catch(function (e) { setStatus("bad update: " + e); });
+                   .catch(function (e) { setStatus("bad update: " + e); ack(frame.seq); });
     }
 
     ws.onmessage = function (ev) {
@@ -249,6 +250,16 @@
 
     function setStatus(text) {
       if (status) status.textContent = text;
+    }
+
+    // The server sends the next update only when all but a couple were
+    // painted: the queue stays on the server, where it collapses into one
+    // fresher update, not in the browser.
+    function ack(seq) {
+      var b = new DataView(new ArrayBuffer(8));
+      b.setUint8(0, IN_ACK);
+      b.setUint32(4, seq, true);
+      send(b.buffer, true);
     }
 
     function ping() {
