@@ -40,7 +40,7 @@ TOKEN = "bench-token-0123456789abcdef"
 WORKLOADS = os.environ.get("BENCH_SCREEN", "idle,terminal,window,repaint").split(",")
 
 
-def photo(path, seed):
+def photo(path, seed, title):
     """A synthetic 1920x1080 'photograph': smooth shapes, gradients and fine
     texture, different per seed, as an XWD file for xwud."""
     y, x = np.mgrid[0:H, 0:W].astype(np.float32)
@@ -56,7 +56,7 @@ def photo(path, seed):
     img += rng.normal(0, 6, (H, W, 3))   # grain
     rgb = np.clip(img, 0, 255).astype(np.uint32)
     px = (rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]).astype(">u4")
-    name = b"photo\0"
+    name = title.encode() + b"\0"   # xwud's window title
     header = struct.pack(">25I", 100 + len(name), 7, 2, 24, W, H, 0, 1, 32, 1, 32, 32, W * 4, 5,
                          0xFF0000, 0xFF00, 0xFF, 8, 0, 0, W, H, 0, 0, 0)
     with open(path, "wb") as f:
@@ -142,7 +142,7 @@ if kind == "window":
 elif kind == "repaint":
     photos, i, prev = sys.argv[3:], 0, None
     while True:
-        p = subprocess.Popen(["xwud", "-in", photos[i % len(photos)], "-geometry", "+0+0", "-name", "photo%d" % i])
+        p = subprocess.Popen(["xwud", "-noclick", "-in", photos[i % len(photos)], "-geometry", "+0+0"])
         time.sleep(0.15)
         xdo("windowraise", echo)
         if prev: prev.terminate(); prev.wait()
@@ -162,8 +162,8 @@ def setup_workload(d, kind, tmp):
     """Starts the workload; returns (processes, pid to pause, echo geometry)."""
     procs, pause = [], None
     if kind in ("window", "repaint"):
-        photo(os.path.join(tmp, "wall.xwd"), 1)
-        procs.append(d.run("xwud", "-in", os.path.join(tmp, "wall.xwd"), "-geometry", "+0+0", "-name", "wall"))
+        photo(os.path.join(tmp, "wall.xwd"), 1, "wall")
+        procs.append(d.run("xwud", "-noclick", "-in", os.path.join(tmp, "wall.xwd"), "-geometry", "+0+0"))
         d.window("wall")
     if kind == "terminal":
         anim = os.path.join(tmp, "animate.py")
@@ -189,7 +189,7 @@ def setup_workload(d, kind, tmp):
         for s in (2, 3, 4):
             shots.append(os.path.join(tmp, "photo%d.xwd" % s))
             if not os.path.exists(shots[-1]):
-                photo(shots[-1], s)
+                photo(shots[-1], s, "photo%d" % s)
         pause = d.run("/usr/bin/python3", anim, "repaint", eid, *shots)
     elif kind == "terminal":
         pause = procs[0]
@@ -281,9 +281,10 @@ def main():
                         r = measure(d, system, url, servers, pause, region, tmp)
                         r["command"] = cmd
                         results[(kind, system)] = r
-                        log("  %.1f fps, %.0f KB/s, %s B/frame, p50 %s ms, p95 %s ms, SSIM %.4f, server %.2f, browser %.2f cores"
+                        log("  %.1f fps, %.0f KB/s, %s B/frame, p50 %s ms, p95 %s ms (%d keys lost), SSIM %.4f, "
+                            "server %.2f, browser %.2f cores"
                             % (r["fps"], r["bytes_per_s"] / 1000, r["bytes_per_frame"] and int(r["bytes_per_frame"]),
-                               r["p50"] and round(r["p50"], 1), r["p95"] and round(r["p95"], 1), r["ssim"],
+                               r["p50"] and round(r["p50"], 1), r["p95"] and round(r["p95"], 1), r["lost_keys"], r["ssim"],
                                r["server_cpu"], r["browser_cpu"]))
                     finally:
                         d.stop(servers)
