@@ -144,12 +144,16 @@ def table(rows):
             peer = figure(r, "peer") + (" %s" % r["peer_name"] if r.get("peer_name") and r.get("peer") else "")
             lines.append("| %s | %s | %s | %s | %s | %s | %s |"
                          % (r["workload"], r.get("unit", ""), figure(r, "remora"), peer, ratio, target, v))
-        if r.get("note"):
-            notes.append("- %s: %s" % (r["workload"], r["note"]))
+        if r.get("note"):   # a script may give several rows one note: shown once
+            same = next((n for n in notes if n[1] == r["note"]), None)
+            if same:
+                same[0].append(r["workload"])
+            else:
+                notes.append(([r["workload"]], r["note"]))
         commands += [c for c in r.get("commands", []) if c not in commands]
     out = "\n".join(lines) + "\n"
     if notes:
-        out += "\nNotes:\n" + "\n".join(notes) + "\n"
+        out += "\nNotes:\n" + "\n".join("- %s: %s" % ("; ".join(w), n) for w, n in notes) + "\n"
     if commands:
         out += "\nCommands (temporary paths and ports differ per run):\n\n" + \
                "\n".join("    " + c for c in commands) + "\n"
@@ -171,11 +175,11 @@ def header():
         cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "unknown")
     return ("# remora side by side with its peers\n\n"
             "%s, remora %s, %s, %d cores (%s), server on core %s, load on core %s, %s runs of %s s per figure "
-            "(median, min–max).\n\nPeers: %s; %s; %s; node %s; %s.\n\n"
+            "(median, min–max), a noisy run tried up to %s times.\n\nPeers: %s; %s; %s; node %s; %s.\n\n"
             % (datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), commit or "?", platform.release(),
                os.cpu_count(), cpu, os.environ.get("BENCH_SERVER_CPU", "0"),
                os.environ.get("BENCH_CLIENT_CPU", "1"), os.environ.get("BENCH_RUNS", "3"),
-               os.environ.get("BENCH_SECONDS", "5"), version(["nginx", "-v"]), version(["haproxy", "-v"]),
+               os.environ.get("BENCH_SECONDS", "5"), os.environ.get("BENCH_TRIES", "6"), version(["nginx", "-v"]), version(["haproxy", "-v"]),
                version(["wrk", "-v"]), version(["node", "--version"]), version(["openssl", "version"])))
 
 
