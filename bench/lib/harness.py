@@ -2,11 +2,13 @@
 the other, runs repeated until no other process used the CPU, CPU time and RSS
 of a process tree, medians, and the JSON rows bench/run.py folds into its
 table (the row format is in bench/README.md)."""
+import atexit
 import json
 import os
 import re
 import resource
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -59,8 +61,17 @@ def raise_fd_limit():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+_tmpdirs = []
+
+
 def tmpdir(name):
-    return tempfile.mkdtemp(prefix="bench-%s-" % name)
+    """A temporary folder, removed when the script ends."""
+    d = tempfile.mkdtemp(prefix="bench-%s-" % name)
+    _tmpdirs.append(d)
+    return d
+
+
+atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _tmpdirs])
 
 
 # ---- processes ----
