@@ -298,11 +298,11 @@ static void redirect_slash(rm_http_exchange *x, rm_http_slice query) {
 static void dispatch(rm_http_exchange *x) {
   rm_http_server *s = x->srv;
   rm_http_slice query;
-  struct stat st;
+  struct stat *st = &x->st;
   int status = target_path(x, &query);
-  if (!status) status = rm__http_map(s, x->path, x->file, sizeof x->file, &st);
+  if (!status) status = rm__http_map(s, x->path, x->file, sizeof x->file, st);
   if (status) { send_error(x, status); return; }
-  if (S_ISDIR(st.st_mode)) {
+  if (S_ISDIR(st->st_mode)) {
     size_t pl = strlen(x->path);
     if (x->path[pl - 1] != '/') { redirect_slash(x, query); return; }
     static const char *index[] = {"index.lsp", "index.html"};
@@ -312,12 +312,12 @@ static void dispatch(rm_http_exchange *x) {
       if (pl + strlen(index[i]) + 1 > sizeof x->path) break;
       snprintf(file, sizeof file, "%s%s", x->path, index[i]);
       if (i == 0 && !s->cfg.handler) continue;
-      status = rm__http_map(s, file, x->file, sizeof x->file, &st);
-      if (!status && !S_ISREG(st.st_mode)) status = 404;
+      status = rm__http_map(s, file, x->file, sizeof x->file, st);
+      if (!status && !S_ISREG(st->st_mode)) status = 404;
     }
     if (status) { send_error(x, status); return; }
   }
-  if (!S_ISREG(st.st_mode)) { send_error(x, 404); return; }
+  if (!S_ISREG(st->st_mode)) { send_error(x, 404); return; }
   if (is_page(s, x->file)) {
     if (!s->cfg.handler) { send_error(x, 404); return; }   /* never the source */
     s->cfg.handler->run(x, s->cfg.handler_ud);
@@ -329,7 +329,7 @@ static void dispatch(rm_http_exchange *x) {
     rm__http_simple(x, 405, &allow, 1, "<html><body><h1>405 Method Not Allowed</h1></body></html>\n");
     return;
   }
-  rm__http_static(x, &st);
+  rm__http_static(x, st);
 }
 
 /* ---- connection callbacks ---- */
@@ -401,6 +401,12 @@ static rm_http_exchange *conn_new(rm_http_server *s, rm_conn *c) {
   return x;
 }
 
+/* The server's memory, once it is freed and its last connection is gone. */
+static void server_release(rm_http_server *s) {
+  rm__http_map_free(s);
+  rm_loop_free_mem(s->loop, s, sizeof *s);
+}
+
 /* Releases x; its connection closes after delivering what is queued. */
 static void unlink_conn(rm_http_exchange *x) {
   rm_http_server *s = x->srv;
@@ -413,7 +419,7 @@ static void unlink_conn(rm_http_exchange *x) {
   rm_loop_free_mem(s->loop, x->in, x->cap);
   if (x->body) rm_loop_free_mem(s->loop, x->body, x->body_cap);
   rm_loop_free_mem(s->loop, x, sizeof *x);
-  if (s->freed && !s->all) rm_loop_free_mem(s->loop, s, sizeof *s);
+  if (s->freed && !s->all) server_release(s);
 }
 
 static void conn_free(rm_http_exchange *x) {
@@ -508,7 +514,7 @@ void rm_http_server_free(rm_http_server *s) {
     conn_free(x);
   }
   /* Connections still answering keep pointing at s: the last one frees it. */
-  if (!s->all) rm_loop_free_mem(s->loop, s, sizeof *s);
+  if (!s->all) server_release(s);
 }
 
 /* ---- the exchange ---- */
@@ -517,6 +523,7 @@ const rm_http_request *rm_http_x_request(const rm_http_exchange *x) { return rm_
 const char *rm_http_x_body(const rm_http_exchange *x, size_t *len) { *len = x->body_len; return x->body; }
 const char *rm_http_x_path(const rm_http_exchange *x) { return x->path; }
 const char *rm_http_x_file(const rm_http_exchange *x) { return x->file; }
+const struct stat *rm_http_x_stat(const rm_http_exchange *x) { return &x->st; }
 rm_conn *rm_http_x_conn(const rm_http_exchange *x) { return x->conn; }
 rm_http_server *rm_http_x_server(const rm_http_exchange *x) { return x->srv; }
 int rm_http_x_secure(const rm_http_exchange *x) { return x->srv->cfg.secure; }

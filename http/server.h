@@ -6,7 +6,19 @@
 #include <sys/stat.h>
 #include "remora/server.h"
 
-enum { RM__HTTP_PATH_MAX = 2048 };
+enum {
+  RM__HTTP_PATH_MAX = 2048,
+  RM__HTTP_MAP_SLOTS = 64,     /* URL -> real path cache (static.c): entries */
+  RM__HTTP_MAP_MS = 1000       /* ... and how long an entry is trusted */
+};
+
+/* A URL path and the real path it resolved to (static.c). */
+typedef struct rm__http_mapped {
+  char *path, *real;   /* both in text[] */
+  uint64_t checked;    /* loop time of the realpath() */
+  size_t size;         /* bytes of text[] */
+  char text[];
+} rm__http_mapped;
 
 /* Where a connection is in its life. */
 enum { RM__ST_IDLE, RM__ST_HEAD, RM__ST_BODY, RM__ST_PAGE, RM__ST_FILE, RM__ST_DONE };
@@ -21,6 +33,7 @@ struct rm_http_server {
   int freed;                      /* rm_http_server_free was called */
   rm_http_date_cache date;
   rm_http_exchange *all;          /* every connection, for rm_http_server_free */
+  rm__http_mapped *map[RM__HTTP_MAP_SLOTS];   /* by hash of the URL path; NULL: empty */
 };
 
 struct rm_http_exchange {
@@ -38,6 +51,7 @@ struct rm_http_exchange {
   size_t body_len, body_cap;
   char path[RM__HTTP_PATH_MAX];   /* decoded URL path */
   char file[RM__HTTP_PATH_MAX];   /* the file it maps to */
+  struct stat st;                 /* ... and its stat */
   /* The answer. */
   int status, chunked, is_head, must_close, head_sent;
   uint64_t sent;                  /* body bytes, for the access log */
@@ -49,6 +63,8 @@ struct rm_http_exchange {
 /* The file under the root for a decoded URL path: 0, or the status to
  * answer (404, 403). st receives its stat. */
 int rm__http_map(rm_http_server *s, const char *path, char *out, size_t cap, struct stat *st);
+/* Frees the URL -> real path cache. */
+void rm__http_map_free(rm_http_server *s);
 /* A static file (x->file, stat st) for GET/HEAD. */
 void rm__http_static(rm_http_exchange *x, const struct stat *st);
 /* Sends more of x's file when the connection can take it. */

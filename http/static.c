@@ -26,8 +26,9 @@ enum {
   GZIP_MIN = 256                /* smaller files do not gain from compression */
 };
 
-int rm__http_map(rm_http_server *s, const char *path, char *out, size_t cap, struct stat *st) {
-  char joined[RM__HTTP_PATH_MAX * 2], real[PATH_MAX];
+/* The real path of root + path, checked to stay inside the root: 0 or a status. */
+static int resolve(rm_http_server *s, const char *path, char real[PATH_MAX]) {
+  char joined[RM__HTTP_PATH_MAX * 2];
   int n = snprintf(joined, sizeof joined, "%.*s%s", (int)s->root_len, s->root, path);
   if (n < 0 || (size_t)n >= sizeof joined) return 414;
   if (!realpath(joined, real)) return errno == ENOENT || errno == ENOTDIR ? 404 : 403;
@@ -37,10 +38,64 @@ int rm__http_map(rm_http_server *s, const char *path, char *out, size_t cap, str
     return 403;
   }
   if (strstr(real + rl, "/.")) return 404;   /* a link to a hidden file is hidden too */
+  return 0;
+}
+
+static size_t hash_path(const char *p) {
+  size_t h = 5381;
+  for (; *p; p++) h = h * 33 + (unsigned char)*p;
+  return h % RM__HTTP_MAP_SLOTS;
+}
+
+static void map_drop(rm_http_server *s, rm__http_mapped *m) {
+  if (!m) return;
+  rm_loop_free_mem(s->loop, m, sizeof *m + m->size);
+}
+
+/* Remembers path -> real in the slot of path (replacing what was there). */
+static void map_store(rm_http_server *s, size_t slot, const char *path, const char *real) {
+  size_t pl = strlen(path) + 1, rl = strlen(real) + 1;
+  rm__http_mapped *m = rm_loop_alloc(s->loop, sizeof *m + pl + rl);
+  map_drop(s, s->map[slot]);
+  s->map[slot] = m;
+  if (!m) return;   /* no memory: simply not cached */
+  m->size = pl + rl;
+  m->checked = rm_loop_now(s->loop);
+  m->path = m->text;
+  m->real = m->text + pl;
+  memcpy(m->path, path, pl);
+  memcpy(m->real, real, rl);
+}
+
+/* realpath() costs a readlink per path component on every request, so a
+ * URL's real path is remembered and resolved again once it is older than
+ * RM__HTTP_MAP_MS (a moved symlink is seen that late; the old target was
+ * inside the root). The stat is fresh on every call: a changed or deleted
+ * file is seen at once. */
+int rm__http_map(rm_http_server *s, const char *path, char *out, size_t cap, struct stat *st) {
+  char real[PATH_MAX];
+  size_t slot = hash_path(path);
+  rm__http_mapped *m = s->map[slot];
+  uint64_t now = rm_loop_now(s->loop);
+  if (m && strcmp(m->path, path) == 0 && now - m->checked < RM__HTTP_MAP_MS && stat(m->real, st) == 0) {
+    if (strlen(m->real) + 1 > cap) return 414;
+    strcpy(out, m->real);
+    return 0;
+  }
+  int status = resolve(s, path, real);
+  if (status) return status;
   if (stat(real, st) != 0) return 404;
   if (strlen(real) + 1 > cap) return 414;
   strcpy(out, real);
+  map_store(s, slot, path, real);
   return 0;
+}
+
+void rm__http_map_free(rm_http_server *s) {
+  for (size_t i = 0; i < RM__HTTP_MAP_SLOTS; i++) {
+    map_drop(s, s->map[i]);
+    s->map[i] = NULL;
+  }
 }
 
 static int compressible(const char *type) {

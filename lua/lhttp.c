@@ -174,6 +174,13 @@ static int write_args(lua_State *L, rm_req *r, int first) {
   if (!r->x || r->final) return 0;
   for (int i = first, n = lua_gettop(L); i <= n; i++) {
     size_t len;
+    /* Strings (and numbers) as they are: luaL_tolstring would look up a
+     * __tostring metafield first, which dominated a small page's cost. */
+    if (lua_type(L, i) == LUA_TSTRING) {
+      const char *s = lua_tolstring(L, i, &len);
+      buf_add(L, r, s, len);
+      continue;
+    }
     const char *s = luaL_tolstring(L, i, &len);
     buf_add(L, r, s, len);
     lua_pop(L, 1);
@@ -737,7 +744,7 @@ static void start_page(rm_app *a, rm_http_exchange *x) {
   lua_pushvalue(L, req);
   r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   *rm_http_x_data(x) = r;
-  if (rm_lsp_load(L, rm_http_x_file(x)) != 0) {   /* a page that does not compile */
+  if (rm_lsp_load_stat(L, rm_http_x_file(x), rm_http_x_stat(x)) != 0) {   /* a page that does not compile */
     r->failed = 1;
     lua_setiuservalue(L, req, UV_ERROR);
     page_end(L, r, req);

@@ -48,6 +48,8 @@ int rm_lsp_compile(lua_State *L, const char *src, size_t len, const char *chunkn
  * (recompiled when the file changed). Returns 0, or pushes an error message
  * and returns -1. */
 int rm_lsp_load(lua_State *L, const char *file);
+/* The same with the file's stat already taken (st NULL: takes it). */
+int rm_lsp_load_stat(lua_State *L, const char *file, const struct stat *st);
 
 /* Registers the request object's metatable (once per state). */
 void rm__lhttp_open(lua_State *L);

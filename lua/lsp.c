@@ -148,10 +148,13 @@ static int fail(lua_State *L, int base) {
   return -1;
 }
 
-int rm_lsp_load(lua_State *L, const char *file) {
-  struct stat st;
+int rm_lsp_load(lua_State *L, const char *file) { return rm_lsp_load_stat(L, file, NULL); }
+
+int rm_lsp_load_stat(lua_State *L, const char *file, const struct stat *known) {
+  struct stat own;
   int base = lua_gettop(L);
-  if (stat(file, &st) != 0) { lua_pushfstring(L, "%s: not found", file); return -1; }
+  if (!known && stat(file, &own) != 0) { lua_pushfstring(L, "%s: not found", file); return -1; }
+  const struct stat st = known ? *known : own;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CACHE_KEY) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);

@@ -15,6 +15,7 @@
 #define REMORA_SERVER_H
 
 #include <stdio.h>
+#include <sys/stat.h>
 #include "remora/conn.h"
 #include "remora/http.h"
 
@@ -72,6 +73,8 @@ const char *rm_http_x_body(const rm_http_exchange *x, size_t *len);
 /* The decoded, normalised URL path ("/a/b.lsp") and the file it maps to. */
 const char *rm_http_x_path(const rm_http_exchange *x);
 const char *rm_http_x_file(const rm_http_exchange *x);
+/* The file's stat, taken when the request was mapped (saves the handler one). */
+const struct stat *rm_http_x_stat(const rm_http_exchange *x);
 rm_conn *rm_http_x_conn(const rm_http_exchange *x);
 rm_http_server *rm_http_x_server(const rm_http_exchange *x);
 int rm_http_x_secure(const rm_http_exchange *x);
