@@ -218,7 +218,14 @@ static void co_free(rm_co *co) {
   rt->nco--;
   *co_slot(co->L) = NULL;
   if (co->timer) rm_timer_free(co->timer);
-  luaL_unref(rt->L, LUA_REGISTRYINDEX, co->ref);
+  /* An ended thread is as good as new once its stack is empty (a failed
+   * one was reset by co_resume or rm_co_kill, which leaves it LUA_OK). */
+  if (lua_status(co->L) == LUA_OK && rt->nspare < RM_RT_SPARE_THREADS && !rt->shutting_down) {
+    lua_settop(co->L, 0);
+    rt->spare[rt->nspare++] = co->ref;
+  } else {
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, co->ref);
+  }
   rm_loop_unref(rt->loop);
   rm_loop_free_mem(rt->loop, co, sizeof(*co));
 }
@@ -267,8 +274,16 @@ rm_co *rm_co_new(rm_rt *rt, lua_State *L, int nargs, rm_sock *owner, int flags) 
   rm_co *co = rm_loop_alloc(rt->loop, sizeof(*co));
   if (!co) luaL_error(L, "out of memory");
   memset(co, 0, sizeof(*co));
-  lua_State *T = lua_newthread(L);
-  co->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_State *T;
+  if (rt->nspare) {
+    co->ref = rt->spare[--rt->nspare];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, co->ref);
+    T = lua_tothread(L, -1);
+    lua_pop(L, 1);
+  } else {
+    T = lua_newthread(L);
+    co->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   co->rt = rt;
   co->L = T;
   co->sock = owner;

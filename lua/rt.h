@@ -53,6 +53,8 @@ struct rm_co {
   void *data;            /* for on_done */
 };
 
+enum { RM_RT_SPARE_THREADS = 32 };   /* finished coroutine threads kept for reuse */
+
 struct rm_rt {
   rm_loop *loop;
   lua_State *L;
@@ -69,6 +71,9 @@ struct rm_rt {
   int threads;           /* configured worker count (-1: per CPU) */
   size_t queuelen;       /* default write queue bound of new sockets */
   int nsockets, nlisteners, nudp;
+  /* Threads of ended coroutines (registry refs), reused by rm_co_new: a
+   * page per request would otherwise make and collect one each time. */
+  int spare[RM_RT_SPARE_THREADS], nspare;
 };
 
 rm_rt *rm_rt_get(lua_State *L);
