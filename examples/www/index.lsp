@@ -13,5 +13,6 @@ the preload timer ticked <?lsp= app.ticks ?> times.</p>
 <li><a href="ws.lsp">ws.lsp</a>: a WebSocket echo through <code>ba.socket.req2sock</code></li>
 <li><a href="error.lsp">error.lsp</a>: a page error (500; the traceback is in the log, and in the page with <code>--dev</code>)</li>
 <li><a href="files/">files/</a>: static files (ETag, ranges, gzip)</li>
+<li>the screen-share app runs beside this site (port 8081 with <code>make run</code>): open the URL with the token that the console printed</li>
 </ul>
 </body></html>
