@@ -10,6 +10,7 @@ the preload timer ticked <?lsp= app.ticks ?> times.</p>
 <li><a href="api.lsp">api.lsp</a>: a JSON answer</li>
 <li><a href="client.lsp">client.lsp</a>: a page that is an HTTP client (<code>require "httpc"</code>), suspending only itself</li>
 <li><a href="stream.lsp">stream.lsp</a>: chunked output with <code>response:flush()</code> and <code>ba.sleep</code></li>
+<li><a href="time.lsp">time.lsp</a>: a page that is a client of a local RFC 868 time service, with a blocking-style read</li>
 <li><a href="ws.lsp">ws.lsp</a>: a WebSocket echo through <code>ba.socket.req2sock</code></li>
 <li><a href="error.lsp">error.lsp</a>: a page error (500; the traceback is in the log, and in the page with <code>--dev</code>)</li>
 <li><a href="files/">files/</a>: static files (ETag, ranges, gzip)</li>

@@ -65,7 +65,8 @@ class Remora:
         self.logf = tempfile.TemporaryFile()
         e = dict(os.environ)
         e.update(env or {})
-        self.proc = subprocess.Popen([BIN, path] + [str(a) for a in args], stdout=self.logf,
+        cmd = [BIN] + ([path] if path else []) + [str(a) for a in args]   # no script: options only
+        self.proc = subprocess.Popen(cmd, stdout=self.logf,
                                      stderr=subprocess.STDOUT, cwd=ROOT, env=e)
         self.proc.log = self.log
         self.exitcode = None
