@@ -2,6 +2,7 @@
 time service, and the WebSocket-to-TCP tunnel."""
 import asyncio
 import hashlib
+import tempfile
 import os
 import re
 import time
@@ -10,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import websockets
 
-from lib import Remora, ROOT, case, check, done, free_port
+from lib import Remora, ROOT, case, check, done, free_port, run
 
 EXAMPLES = os.path.join(ROOT, "examples")
 
@@ -71,6 +72,34 @@ def websocket_tunnel_closes_1011_when_the_target_is_down():
         code = asyncio.run(main())
         check(code == 1011, "close code %s: %s" % (code, r.log()))
         check("wstunnel" in r.log() and r.alive(), r.log())
+
+
+WSS_CLIENT = r"""
+local port, ca = tonumber(arg[1]), arg[2]
+local client = ba.create.sharkssl(ca)
+local ws, err = ba.socket.wsconnect("wss://localhost:" .. port .. "/ws.lsp", {shark = client})
+if not ws then print("wsconnect failed: " .. tostring(err)) os.exit(1) end
+ws:write("over tls", true)
+local data, text = ws:read()
+print("echo: " .. tostring(data) .. " text=" .. tostring(text))
+ws:close()
+local bad = ba.socket.wsconnect("wss://localhost:" .. port .. "/ws.lsp", {shark = ba.create.sharkssl()})
+print("untrusted: " .. tostring(bad))
+"""
+
+
+@case
+def websocket_client_over_tls_to_a_remora_https_listener():
+    port, tport = free_port(), free_port()
+    state = tempfile.mkdtemp()
+    with Remora(args=["-l", "127.0.0.1:%d" % port, os.path.join(EXAMPLES, "www"),
+                      "--tls-listen", "127.0.0.1:%d" % tport, "--state", state], port=tport,
+                env={"REMORA_DEMO_TIMEPORT": str(free_port())}):
+        certs = [f for f in os.listdir(state) if f.endswith(".crt")]
+        check(certs, "no certificate in the state directory")
+        code, out = run(WSS_CLIENT, args=[tport, os.path.join(state, certs[0])])
+        check(code == 0 and "echo: over tls text=true" in out, out)
+        check("untrusted: nil" in out, out)   # the system bundle does not trust a self-signed pair
 
 
 done()
