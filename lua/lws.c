@@ -20,11 +20,23 @@
 #include "lua/lsocket.h"
 
 enum {
-  IN_SIZE = 16384,            /* bytes read from the connection per step */
+  IN_SIZE = 65536,            /* bytes read from the connection per step */
   DEFAULT_CLOSE_MS = 2000,    /* close(): wait for the peer's close frame */
   HANDSHAKE_MS = 10000,       /* wsconnect: the server's answer */
   RESPONSE_MAX = 4096         /* the 101 answer we write */
 };
+
+/* Input. An idle WebSocket holds no input buffer: a read borrows the one
+ * spare buffer of the Lua state, and the connection keeps it only while the
+ * reader has not taken all of its bytes (several messages came in one read)
+ * or still refers to them (a compressed piece in fragment mode). Then it goes
+ * back, so in the usual case (a read, a message, nothing left) the next
+ * connection to read reuses it: no allocation per message, and no input
+ * memory per idle connection. */
+typedef struct spare {
+  rm_loop *loop;
+  uint8_t *buf;              /* IN_SIZE bytes, or NULL while lent out */
+} spare;
 
 typedef struct ws {
   rm_ws_config cfg;
@@ -37,9 +49,9 @@ typedef struct ws {
   int close_sent, close_received, peer_code;
   char protocol[64];
   char extensions[RM_WS_EXTENSION_MAX];
-  size_t size;               /* of this allocation */
+  spare *spare;
+  uint8_t *in;               /* bytes read, [in_off, in_len) not yet passed to the reader */
   size_t in_len, in_off, in_cap;
-  uint8_t in[];              /* bytes read, not yet passed to the reader */
 } ws;
 
 /* ---- frames out ---- */
@@ -134,6 +146,54 @@ static int ws_write(lua_State *L, rm_sock *s) {
 
 /* ---- frames in ---- */
 
+static const char SPARE_KEY = 0;   /* the registry key of the Lua state's spare */
+
+static int spare_gc(lua_State *L) {
+  spare *p = lua_touserdata(L, 1);
+  rm_loop_free_mem(p->loop, p->buf, IN_SIZE);
+  p->buf = NULL;
+  return 0;
+}
+
+static spare *get_spare(lua_State *L, rm_loop *loop) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &SPARE_KEY) == LUA_TNIL) {
+    lua_pop(L, 1);
+    spare *p = lua_newuserdatauv(L, sizeof *p, 0);
+    p->loop = loop;
+    p->buf = NULL;
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, spare_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &SPARE_KEY);
+  }
+  spare *p = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return p;
+}
+
+/* An empty input buffer for w: the spare, or a new one. */
+static int borrow(ws *w) {
+  spare *p = w->spare;
+  w->in = p->buf ? p->buf : rm_loop_alloc(p->loop, IN_SIZE);
+  p->buf = NULL;
+  w->in_cap = w->in ? IN_SIZE : 0;
+  w->in_off = w->in_len = 0;
+  return w->in != NULL;
+}
+
+/* Lets go of the input buffer once the reader is done with it: it becomes
+ * the spare, or is freed when there is one already (or it is the odd-sized
+ * buffer of the bytes that followed the handshake). */
+static void settle(ws *w) {
+  if (!w->in || w->in_off < w->in_len || rm_ws_reader_busy(w->rd)) return;
+  if (w->in_cap == IN_SIZE && !w->spare->buf) w->spare->buf = w->in;
+  else rm_loop_free_mem(w->spare->loop, w->in, w->in_cap);
+  w->in = NULL;
+  w->in_off = w->in_len = w->in_cap = 0;
+}
+
 /* nil, "socketclosed" [, the peer's close code]. */
 static int push_closed(lua_State *L, ws *w) {
   lua_pushnil(L);
@@ -210,7 +270,10 @@ static int pump(lua_State *L, rm_sock *s, int why, long timeout) {
     if (s->kind != RM_SK_TCP) return why == PUMP_CLOSE ? 0 : push_closed(L, w);
     rm_ws_event ev;
     size_t used;
-    int k = rm_ws_read(w->rd, w->in + w->in_off, w->in_len - w->in_off, &used, &ev);
+    /* Without a buffer the reader still runs: it may have an event left
+     * that needs no more bytes (the end of a frame in fragment mode). */
+    uint8_t none[1];
+    int k = rm_ws_read(w->rd, w->in ? w->in + w->in_off : none, w->in_len - w->in_off, &used, &ev);
     w->in_off += used;
     if (k < 0) {
       int n = fail_connection(L, s, k);
@@ -218,7 +281,11 @@ static int pump(lua_State *L, rm_sock *s, int why, long timeout) {
     }
     switch (k) {
     case RM_WS_EV_MESSAGE: case RM_WS_EV_DATA:
-      if (why == PUMP_READ) return push_message(L, w, k, &ev);
+      if (why == PUMP_READ) {
+        int n = push_message(L, w, k, &ev);   /* ev.data may be in w->in: settle after */
+        settle(w);
+        return n;
+      }
       continue;
     case RM_WS_EV_PING: send_control(s, RM_WS_OP_PONG, ev.data, ev.len); continue;
     case RM_WS_EV_PONG: continue;
@@ -227,9 +294,11 @@ static int pump(lua_State *L, rm_sock *s, int why, long timeout) {
       return why == PUMP_CLOSE ? 0 : push_closed(L, w);
     }
     /* NEED_MORE: the reader took every byte, so the buffer starts over. */
-    w->in_off = w->in_len = 0;
+    settle(w);
+    if (!w->in && !borrow(w)) return luaL_error(L, "websocket: out of memory");
     long n = rm_conn_read(s->conn, w->in, w->in_cap);
     if (n > 0) { w->in_len = (size_t)n; continue; }
+    settle(w);
     if (n == RM_EAGAIN) {
       rm_co *co = rm_sock_waiter(L, why == PUMP_READ ? "read" : "close");
       return rm_sock_wait_io(L, co, s, RM_READ, timeout, pump_k, ((lua_KContext)timeout + 1) * 2 + why);
@@ -287,7 +356,8 @@ static void ws_free(rm_loop *loop, ws *w) {
   if (w->ping) rm_timer_free(w->ping);
   rm_ws_reader_free(w->rd);
   rm_ws_deflater_free(w->zd);
-  rm_loop_free_mem(loop, w, w->size);
+  if (w->in) rm_loop_free_mem(loop, w->in, w->in_cap);
+  rm_loop_free_mem(loop, w, sizeof *w);
 }
 
 static void ws_gc(rm_sock *s) {
@@ -374,18 +444,17 @@ static int opt_deflate(lua_State *L, int opts, rm_ws_deflate_params *want) {
 static int attach(lua_State *L, rm_sock *s, int server, int opts, const rm_ws_deflate_params *agreed,
                   const char *protocol, const char *extensions, const char *pre, size_t prelen) {
   rm_loop *loop = s->rt->loop;
-  size_t cap = prelen > IN_SIZE ? prelen : IN_SIZE;
   lua_Integer max_frame = opt_int(L, opts, "max_frame", RM_WS_DEFAULT_LIMIT);
   lua_Integer max_message = opt_int(L, opts, "max_message", RM_WS_DEFAULT_LIMIT);
   lua_Integer level = opt_int(L, opts, "level", 0), ping = opt_int(L, opts, "ping", 0);
   lua_Integer close_ms = opt_int(L, opts, "close_timeout", DEFAULT_CLOSE_MS);
   if (max_frame < 1 || max_message < 1 || level < 0 || level > 9 || ping < 0)
     return luaL_error(L, "websocket options: max_frame and max_message > 0, level 0-9, ping >= 0");
-  ws *w = rm_loop_alloc(loop, sizeof(ws) + cap);
+  spare *sp = get_spare(L, loop);
+  ws *w = rm_loop_alloc(loop, sizeof *w);
   if (!w) return luaL_error(L, "out of memory");
   memset(w, 0, sizeof *w);
-  w->size = sizeof(ws) + cap;
-  w->in_cap = cap;
+  w->spare = sp;
   w->sock = s;
   w->close_ms = (long)close_ms;
   w->cfg.is_server = server;
@@ -400,7 +469,8 @@ static int attach(lua_State *L, rm_sock *s, int server, int opts, const rm_ws_de
   w->rd = rm_ws_reader_new(&w->cfg);
   if (agreed) w->zd = rm_ws_deflater_new(&w->cfg);
   if (ping > 0) w->ping = rm_timer_new(loop, on_ping_timer, s);
-  if (!w->rd || (agreed && !w->zd) || (ping > 0 && !w->ping)) {
+  if (prelen && (w->in = rm_loop_alloc(loop, prelen)) != NULL) w->in_cap = prelen;
+  if (!w->rd || (agreed && !w->zd) || (ping > 0 && !w->ping) || (prelen && !w->in)) {
     ws_free(loop, w);
     return luaL_error(L, "out of memory");
   }
@@ -580,9 +650,13 @@ static int req_upgrade(lua_State *L) {
   return upgrade(L, lua_gettop(L) - 1, hidx, opts, pre, prelen);
 }
 
+static int client_finish(lua_State *L);
+
 void rm_ws_open(lua_State *L) {
   lua_pushcfunction(L, req_upgrade);
   lua_setfield(L, LUA_REGISTRYINDEX, "remora.websocket.upgrade");
+  lua_pushcfunction(L, client_finish);   /* for httpc's http2sock */
+  lua_setfield(L, LUA_REGISTRYINDEX, "remora.websocket.finish");
 }
 
 /* ---- the client ---- */

@@ -61,6 +61,11 @@ const char *rm_ws_reader_why(const rm_ws_reader *r)
   return r->why ? r->why : rm_ws_decoder_why(r->dec);
 }
 
+int rm_ws_reader_busy(const rm_ws_reader *r)
+{
+  return r->inflating;
+}
+
 static int fail(rm_ws_reader *r, int err, const char *why)
 {
   r->error = err;

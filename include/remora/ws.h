@@ -187,6 +187,10 @@ void rm_ws_reader_free(rm_ws_reader *r);
  * buf already passed must stay unchanged, until the next call. */
 int rm_ws_read(rm_ws_reader *r, uint8_t *buf, size_t n, size_t *used, rm_ws_event *ev);
 const char *rm_ws_reader_why(const rm_ws_reader *r);
+/* Does the reader still refer to bytes of an earlier call's buf (fragment
+ * mode: a compressed piece not inflated whole yet)? While it does, that part
+ * of buf must stay; otherwise buf may be reused once every byte was passed. */
+int rm_ws_reader_busy(const rm_ws_reader *r);
 
 /* ---- Encoder ------------------------------------------------------------ */
 

@@ -50,7 +50,15 @@ class Raw:
             k, v = line.split(":", 1)
             self.headers[k.strip().lower()] = v.strip()
 
-    def send(self, opcode, payload=b"", fin=True, rsv=0, mask=True, length=None):
+    def send(self, *args, **kw):
+        try:
+            self.s.sendall(self.encode(*args, **kw))
+        except (BrokenPipeError, ConnectionResetError):
+            pass   # the server may close first, as a violation asks
+
+    @staticmethod
+    def encode(opcode, payload=b"", fin=True, rsv=0, mask=True, length=None):
+        """The bytes of one frame."""
         b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
         n = len(payload) if length is None else length
         if n < 126:
@@ -64,10 +72,7 @@ class Raw:
             h += key
             payload = bytes(c ^ key[i % 4] for i, c in enumerate(payload)) if len(payload) < 4096 else \
                 _mask_fast(payload, key)
-        try:
-            self.s.sendall(h + payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass   # the server may close first, as a violation asks
+        return h + payload
 
     def _need(self, n):
         while len(self.buf) < n:
@@ -382,6 +387,27 @@ def group_13_deflate_declined_offers():
             check("sec-websocket-extensions" not in c.headers, "offer %r accepted" % offer)
         finally:
             c.close()
+
+
+@case
+def deflate_pipelined_in_fragment_mode():
+    """Compressed messages sent back to back, so that one read holds several,
+    to a server in fragment mode: each inflates in many pieces while the
+    bytes of the next ones wait behind it in the same input buffer."""
+    port = free_port()
+    with Remora(path=ECHO, args=[port, "fragment"], port=port) as r:
+        c = Raw(port, "permessage-deflate")
+        try:
+            z = zlib.compressobj(6, zlib.DEFLATED, -15)
+            msgs = [(b"%d " % i) * (9000 * (i + 1)) for i in range(5)]
+            msgs = [m for big in msgs for m in (big, b"small")]
+            c.s.sendall(b"".join(Raw.encode(BIN, deflate(m, z), rsv=4) for m in msgs))
+            for i, m in enumerate(msgs):
+                op, data, comp = c.message()
+                check((op, data) == (BIN, m), "message %d differs (%d bytes, wanted %d)" % (i, len(data), len(m)))
+        finally:
+            c.close()
+        check(r.alive(), "the server died")
 
 
 @case
