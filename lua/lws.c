@@ -42,13 +42,14 @@ typedef struct ws {
   rm_ws_config cfg;
   rm_ws_deflate_params agreed;
   rm_ws_reader *rd;
-  rm_ws_deflater *zd;        /* NULL without permessage-deflate */
+  /* With permessage-deflate: made by the first message sent (zlib's state
+   * is about 300 KB), and let go after each one when this side compresses
+   * every message afresh (its no_context_takeover). */
+  rm_ws_deflater *zd;
   rm_timer *ping;            /* keep-alive, or NULL */
-  rm_sock *sock;             /* for the keep-alive timer */
   long close_ms;
   int close_sent, close_received, peer_code;
-  char protocol[64];
-  char extensions[RM_WS_EXTENSION_MAX];
+  char *names;               /* "subprotocol\0extensions\0" as agreed, NULL when both are empty */
   spare *spare;
   uint8_t *in;               /* bytes read, [in_off, in_len) not yet passed to the reader */
   size_t in_len, in_off, in_cap;
@@ -90,7 +91,8 @@ static int push_frame(lua_State *L, ws *w, const char *p, size_t n, int text) {
   const uint8_t *pay = (const uint8_t *)p;
   size_t plen = n;
   int flags = RM_WS_FIN;
-  if (w->zd) {
+  if (w->cfg.deflate) {
+    if (!w->zd && !(w->zd = rm_ws_deflater_new(&w->cfg))) return RM_ENOMEM;
     int rc = rm_ws_deflate(w->zd, p, n, 1, &pay, &plen);
     if (rc < 0) return rc;
     flags |= RM_WS_RSV1;
@@ -106,6 +108,10 @@ static int push_frame(lua_State *L, ws *w, const char *p, size_t n, int text) {
   if (is_client(w)) rm_ws_mask(out + h, pay, plen, mask, 0);
   else if (plen) memcpy(out + h, pay, plen);
   luaL_pushresultsize(&b, (size_t)h + plen);
+  if (w->zd && (is_client(w) ? w->agreed.client_no_context_takeover : w->agreed.server_no_context_takeover)) {
+    rm_ws_deflater_free(w->zd);   /* its output is copied into the frame */
+    w->zd = NULL;
+  }
   return RM_OK;
 }
 
@@ -352,7 +358,22 @@ static void ws_close(rm_sock *s) {
     send_close(s, s->rt->shutting_down ? RM_WS_CLOSE_GOING_AWAY : RM_WS_CLOSE_NORMAL, NULL, 0);
 }
 
+static size_t names_size(const char *names) {
+  size_t p = strlen(names) + 1;
+  return p + strlen(names + p) + 1;
+}
+
+static int set_names(rm_loop *loop, ws *w, const char *protocol, const char *extensions) {
+  size_t pl = strlen(protocol) + 1, el = strlen(extensions) + 1;
+  if (pl + el == 2) return 1;
+  if (!(w->names = rm_loop_alloc(loop, pl + el))) return 0;
+  memcpy(w->names, protocol, pl);
+  memcpy(w->names + pl, extensions, el);
+  return 1;
+}
+
 static void ws_free(rm_loop *loop, ws *w) {
+  if (w->names) rm_loop_free_mem(loop, w->names, names_size(w->names));
   if (w->ping) rm_timer_free(w->ping);
   rm_ws_reader_free(w->rd);
   rm_ws_deflater_free(w->zd);
@@ -390,9 +411,10 @@ int rm_ws_ping(lua_State *L) {
 int rm_ws_info(lua_State *L) {
   ws *w = check_ws(L);
   lua_createtable(L, 0, 4);
-  if (w->protocol[0]) { lua_pushstring(L, w->protocol); lua_setfield(L, -2, "protocol"); }
-  if (w->extensions[0]) { lua_pushstring(L, w->extensions); lua_setfield(L, -2, "extensions"); }
-  lua_pushboolean(L, w->zd != NULL); lua_setfield(L, -2, "deflate");
+  const char *proto = w->names ? w->names : "", *ext = proto + strlen(proto) + (w->names != NULL);
+  if (*proto) { lua_pushstring(L, proto); lua_setfield(L, -2, "protocol"); }
+  if (*ext) { lua_pushstring(L, ext); lua_setfield(L, -2, "extensions"); }
+  lua_pushboolean(L, w->cfg.deflate != NULL); lua_setfield(L, -2, "deflate");
   lua_pushboolean(L, w->cfg.is_server); lua_setfield(L, -2, "server");
   return 1;
 }
@@ -455,7 +477,6 @@ static int attach(lua_State *L, rm_sock *s, int server, int opts, const rm_ws_de
   if (!w) return luaL_error(L, "out of memory");
   memset(w, 0, sizeof *w);
   w->spare = sp;
-  w->sock = s;
   w->close_ms = (long)close_ms;
   w->cfg.is_server = server;
   w->cfg.fragment_mode = opt_bool(L, opts, "fragment", 0);
@@ -464,13 +485,14 @@ static int attach(lua_State *L, rm_sock *s, int server, int opts, const rm_ws_de
   w->cfg.deflate_level = (int)level;
   w->cfg.alloc = rm_loop_allocator(loop, &w->cfg.alloc_ud);
   if (agreed) { w->agreed = *agreed; w->cfg.deflate = &w->agreed; }
-  snprintf(w->protocol, sizeof w->protocol, "%s", protocol ? protocol : "");
-  snprintf(w->extensions, sizeof w->extensions, "%s", extensions ? extensions : "");
+  if (!set_names(loop, w, protocol ? protocol : "", extensions ? extensions : "")) {
+    ws_free(loop, w);
+    return luaL_error(L, "out of memory");
+  }
   w->rd = rm_ws_reader_new(&w->cfg);
-  if (agreed) w->zd = rm_ws_deflater_new(&w->cfg);
   if (ping > 0) w->ping = rm_timer_new(loop, on_ping_timer, s);
   if (prelen && (w->in = rm_loop_alloc(loop, prelen)) != NULL) w->in_cap = prelen;
-  if (!w->rd || (agreed && !w->zd) || (ping > 0 && !w->ping) || (prelen && !w->in)) {
+  if (!w->rd || (ping > 0 && !w->ping) || (prelen && !w->in)) {
     ws_free(loop, w);
     return luaL_error(L, "out of memory");
   }

@@ -13,9 +13,17 @@
 #include "ws/internal.h"
 
 struct rm_ws_reader {
-  rm_ws_config cfg;
+  rm_ws_config cfg;      /* cfg.deflate points to agreed, or is NULL */
+  rm_ws_deflate_params agreed;
   rm_ws_decoder *dec;
-  rm_ws_inflater *inf;   /* NULL without permessage-deflate */
+  /* Made by the first compressed message, since zlib's state is tens of
+   * kilobytes. When the peer compresses every message afresh (its
+   * no_context_takeover) the state is worth nothing between messages: it
+   * goes at the first call after the message ended (its output is the
+   * event's data until then), so an idle connection holds none. */
+  rm_ws_inflater *inf;
+  int inf_per_message;
+  int inf_done;          /* the message that used it ended */
   int in_message;
   int opcode, compressed; /* of the message being read */
   uint32_t utf8;
@@ -35,11 +43,13 @@ rm_ws_reader *rm_ws_reader_new(const rm_ws_config *cfg)
     return NULL;
   memset(r, 0, sizeof *r);
   r->cfg = *cfg;
-  r->cfg.deflate = NULL;
-  r->dec = rm_ws_decoder_new(cfg);
-  if (cfg->deflate)
-    r->inf = rm_ws_inflater_new(cfg);
-  if (!r->dec || (cfg->deflate && !r->inf)) {
+  if (cfg->deflate) {
+    r->agreed = *cfg->deflate;
+    r->cfg.deflate = &r->agreed;
+    r->inf_per_message = cfg->is_server ? r->agreed.client_no_context_takeover
+                                        : r->agreed.server_no_context_takeover;
+  }
+  if (!(r->dec = rm_ws_decoder_new(cfg))) {
     rm_ws_reader_free(r);
     return NULL;
   }
@@ -73,8 +83,10 @@ static int fail(rm_ws_reader *r, int err, const char *why)
   return err;
 }
 
-static void begin_message(rm_ws_reader *r, const rm_ws_event *de)
+static int begin_message(rm_ws_reader *r, const rm_ws_event *de)
 {
+  if (de->compressed && !r->inf && !(r->inf = rm_ws_inflater_new(&r->cfg)))
+    return fail(r, RM_ENOMEM, "out of memory for an inflater");
   r->in_message = 1;
   r->opcode = de->opcode;
   r->compressed = de->compressed;
@@ -85,6 +97,7 @@ static void begin_message(rm_ws_reader *r, const rm_ws_event *de)
     r->buf = NULL;
     r->cap = 0;
   }
+  return RM_OK;
 }
 
 /* The decoder and the inflater bound the message by max_message already. */
@@ -135,6 +148,7 @@ static int deliver(rm_ws_reader *r, const uint8_t *p, size_t n, int last, rm_ws_
   ev->data = p ? p : (const uint8_t *)"";
   ev->len = n;
   r->in_message = !last;
+  r->inf_done = last && r->compressed && r->inf_per_message;
   return r->cfg.fragment_mode ? RM_WS_EV_DATA : RM_WS_EV_MESSAGE;
 }
 
@@ -166,11 +180,8 @@ static int on_frame(rm_ws_reader *r, int kind, const rm_ws_event *de, rm_ws_even
 {
   r->frame_len = de->frame_len;
   r->frame_pos = de->frame_pos;
-  if (kind == RM_WS_EV_HEADER) {
-    if (!r->in_message)
-      begin_message(r, de);
-    return RM_OK;
-  }
+  if (kind == RM_WS_EV_HEADER)
+    return r->in_message ? RM_OK : begin_message(r, de);
   if (kind == RM_WS_EV_DATA) {
     if (!r->compressed)
       return deliver(r, de->data, de->len, de->fin && de->frame_pos == de->frame_len, ev);
@@ -194,6 +205,11 @@ int rm_ws_read(rm_ws_reader *r, uint8_t *buf, size_t n, size_t *used, rm_ws_even
   size_t u;
   int k;
   *used = 0;
+  if (r->inf_done) {
+    rm_ws_inflater_free(r->inf);
+    r->inf = NULL;
+    r->inf_done = 0;
+  }
   for (;;) {
     if (r->error)
       return r->error;
