@@ -54,5 +54,9 @@ static int ep_wait(rm_loop *loop, void *state, int timeout_ms, rm__fired *out, i
 
 static int ep_fd(const void *state) { return ((const epoll_state *)state)->epfd; }
 
+/* Closing the fd removes it from the set (no fd is shared: every one is
+ * close-on-exec and never duplicated), so EPOLL_CTL_DEL would be a wasted call. */
+static int ep_closing(rm_loop *loop, void *state, int fd) { return RM_OK; }
+
 const rm__backend rm__backend_epoll = {"epoll", ep_create, ep_destroy, ep_set, ep_wait, ep_fd,
-                                     NULL /* the kernel holds the set */};
+                                     NULL /* the kernel holds the set */, ep_closing};

@@ -37,7 +37,8 @@ struct rm_conn {
   int busy;           /* callbacks running on this connection */
   rm_conn *prev, *next;   /* the loop's list */
   unsigned want_read : 1, want_write : 1, connecting : 1, released : 1,
-           shut_pending : 1, shut_done : 1, above_lowat : 1, draining : 1;
+           shut_pending : 1, shut_done : 1, above_lowat : 1, draining : 1,
+           no_drain : 1;   /* rm_conn_close_final: the peer sends nothing more */
 };
 
 static void conn_io(rm_loop *loop, int fd, int events, void *ud);
@@ -311,10 +312,17 @@ static void linger_expired(rm_timer *t, void *ud) {
   conn_destroy(c);
 }
 
-/* A released connection whose queue is empty half-closes and drains. */
+/* A released connection whose queue is empty half-closes and drains (or,
+ * when no input can come, closes at once: the kernel still delivers what
+ * it holds, and with nothing unread it sends no reset). */
 static void finish_release(rm_conn *c) {
   if (c->err) { conn_destroy(c); return; }
   if (c->head || c->shut_pending) return;
+  if (c->no_drain) {
+    if (c->filter && c->filter->shutdown && !c->shut_done) c->filter->shutdown(c, c->fstate);
+    conn_destroy(c);
+    return;
+  }
   if (!c->shut_done) shutdown_write(c);
   c->draining = 1;
   if (c->linger) rm_timer_start(c->linger, DRAIN_MS < c->linger_ms ? DRAIN_MS : c->linger_ms, 0);
@@ -353,7 +361,7 @@ static void conn_io(rm_loop *loop, int fd, int events, void *ud) {
 static void conn_destroy(rm_conn *c) {
   if (c->busy) return;   /* the running callback's epilogue comes back here */
   if (c->fd >= 0) {
-    rm_loop_unwatch(c->loop, c->fd);
+    rm__loop_closing(c->loop, c->fd);
     close(c->fd);
     c->fd = -1;
   }
@@ -380,6 +388,11 @@ void rm_conn_close(rm_conn *c) {
   if (c->connecting) { conn_destroy(c); return; }
   if (c->head) flush(c);
   finish_release(c);
+}
+
+void rm_conn_close_final(rm_conn *c) {
+  c->no_drain = 1;
+  rm_conn_close(c);
 }
 
 void rm__conn_free_released(rm_loop *loop) {

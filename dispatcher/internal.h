@@ -20,6 +20,8 @@ typedef struct rm__backend {
   /* Optional: make room for fd now, so that set() on it cannot run out of
    * memory later (a connection learns it cannot be watched when it is made). */
   int (*reserve)(rm_loop *loop, void *state, int fd);
+  /* Optional: fd is about to be closed; NULL: set() to no events. */
+  int (*closing)(rm_loop *loop, void *state, int fd);
 } rm__backend;
 
 extern const rm__backend rm__backend_epoll;
@@ -63,6 +65,8 @@ struct rm_loop {
   int resolvers;      /* lookups running on helper threads */
 };
 
+/* fd is closed next: its watch goes (epoll drops a closed fd by itself). */
+void rm__loop_closing(rm_loop *loop, int fd);
 /* Room to watch fd without allocating later: RM_OK, RM_ENOMEM or RM_ELIMIT. */
 int rm__loop_reserve(rm_loop *loop, int fd);
 /* May one more connection be made (the max_conns cap)? */

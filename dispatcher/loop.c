@@ -210,6 +210,13 @@ int rm_loop_watch(rm_loop *loop, int fd, int events, rm_io_cb cb, void *ud) {
 
 int rm_loop_unwatch(rm_loop *loop, int fd) { return rm_loop_watch(loop, fd, 0, NULL, NULL); }
 
+void rm__loop_closing(rm_loop *loop, int fd) {
+  if (fd < 0 || fd >= loop->nwatches || !loop->watches[fd].events) return;
+  if (loop->be->closing) loop->be->closing(loop, loop->be_state, fd);
+  else loop->be->set(loop, loop->be_state, fd, loop->watches[fd].events, 0);
+  loop->watches[fd] = (rm__watch){NULL, NULL, 0};
+}
+
 int rm__loop_reserve(rm_loop *loop, int fd) {
   if (fd < 0) return RM_EINVAL;
   int rc = fd < loop->nwatches ? RM_OK : grow_watches(loop, fd);

@@ -143,13 +143,21 @@ static void access_log(rm_http_exchange *x) {
 void rm__http_done(rm_http_exchange *x) {
   access_log(x);
   if (x->fd >= 0) { close(x->fd); x->fd = -1; }
-  if (x->must_close || rm_conn_is_broken(x->conn)) { conn_free(x); return; }
+  if (x->must_close || rm_conn_is_broken(x->conn)) {
+    /* The client asked to close after a request read whole, with nothing
+     * after it: it sends no more, so no lingering for its end of stream
+     * (nginx's lingering_close auto). */
+    const rm_http_request *r = rm_http_parser_request(x->parser);
+    if (x->complete && !(r->flags & RM_HTTP_KEEP_ALIVE) && x->pos == x->len) x->final_close = 1;
+    conn_free(x);
+    return;
+  }
   /* Keep-alive: what follows the request moves to the buffer's start. */
   memmove(x->in, x->in + x->pos, x->len - x->pos);
   x->len -= x->pos;
   x->pos = x->head_end = 0;
   x->body_len = 0;
-  x->status = x->chunked = x->is_head = x->head_sent = 0;
+  x->status = x->chunked = x->is_head = x->head_sent = x->complete = 0;
   x->sent = 0;
   x->data = NULL;
   rm_http_parser_reset(x->parser);
@@ -253,6 +261,7 @@ static void pump(rm_http_exchange *x) {
       if (!x->head_end) on_head(x);   /* defensive: DONE always follows HEAD */
       rm_timer_stop(x->timer);
       rm_conn_want_read(x->conn, 0);
+      x->complete = 1;
       x->state = RM__ST_PAGE;
       dispatch(x);
       return;
@@ -423,7 +432,8 @@ static void unlink_conn(rm_http_exchange *x) {
 }
 
 static void conn_free(rm_http_exchange *x) {
-  rm_conn_close(x->conn);
+  if (x->final_close) rm_conn_close_final(x->conn);
+  else rm_conn_close(x->conn);
   unlink_conn(x);
 }
 

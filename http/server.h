@@ -54,6 +54,8 @@ struct rm_http_exchange {
   struct stat st;                 /* ... and its stat */
   /* The answer. */
   int status, chunked, is_head, must_close, head_sent;
+  int complete;                   /* the request was read whole */
+  int final_close;                /* ... and the client closes after it */
   uint64_t sent;                  /* body bytes, for the access log */
   int fd;                         /* a static file being sent */
   uint64_t off, end;

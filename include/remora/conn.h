@@ -75,6 +75,11 @@ void rm_conn_set_linger(rm_conn *c, unsigned ms);
 int rm_conn_shutdown(rm_conn *c);
 /* Releases the connection: queued data is still delivered, then it closes. */
 void rm_conn_close(rm_conn *c);
+/* rm_conn_close() for an owner that knows the peer sends nothing more (it
+ * read a whole request that asked to close): after the queue the socket
+ * closes at once, without the half-close and the wait for the peer's end of
+ * stream that otherwise keep late input from turning into a reset. */
+void rm_conn_close_final(rm_conn *c);
 /* Releases it now with a reset (RST); queued data is dropped. */
 void rm_conn_abort(rm_conn *c);
 int rm_conn_is_broken(const rm_conn *c); /* the error seen, or 0 */

@@ -365,6 +365,41 @@ def main():
         check(out.returncode != 0, "an untrusted certificate must fail without --cacert")
 
     @case
+    def close_asked_by_the_client_lets_the_socket_go_at_once():
+        # After a whole request with "Connection: close" the server closes its
+        # socket without waiting for the client's end of stream: the kernel
+        # then holds the server's side orphaned (inode 0 in /proc/net/tcp).
+        c = Conn(port)
+        r = c.request("GET", "/a.txt", {"Connection": "close"})
+        check(r.status == 200 and r.body == b"alpha\n" and c.closed(), "answered, then end of stream")
+        mine = "%04X" % c.sock.getsockname()[1]
+
+        def server_side_inode():
+            with open("/proc/net/tcp") as f:
+                for line in f.readlines()[1:]:
+                    cols = line.split()
+                    if cols[1].endswith(":%04X" % port) and cols[2].endswith(":" + mine):
+                        return cols[9]
+            return "0"   # already gone altogether
+        deadline = time.time() + 1.5   # the lingering close waited up to 2 s for the client
+        while server_side_inode() != "0" and time.time() < deadline:
+            time.sleep(0.05)
+        check(server_side_inode() == "0", "the server still holds the socket")
+        c.close()
+
+    @case
+    def changed_and_deleted_files_are_seen_at_once():
+        path = os.path.join(root, "changing.txt")
+        with open(path, "w") as f:
+            f.write("one")
+        check(get(port, "/changing.txt").body == b"one", "first version")
+        with open(path, "w") as f:
+            f.write("second")
+        check(get(port, "/changing.txt").body == b"second", "second version")
+        os.unlink(path)
+        check(get(port, "/changing.txt").status == 404, "deleted")
+
+    @case
     def wrk_thousand_keep_alive_requests_per_connection():
         script = os.path.join(state, "count.lua")
         with open(script, "w") as f:
