@@ -53,21 +53,26 @@ function probe(kind) {
   }
   t.canvas = () => document.querySelector("canvas");
   t.area = e => t.canvas().getContext("2d").getImageData(e.x, e.y, e.w, e.h).data;
-  t.arm = e => new Promise(resolve => {
+  // arm() installs the keydown listener and returns at once; the key is typed
+  // only after that (a listener installed late, by a renderer busy painting,
+  // would miss its key); t.result resolves with the latency, or null.
+  t.arm = e => {
     const before = t.area(e);
-    const lost = setTimeout(() => resolve(null), 5000);   // the key never arrived
-    window.addEventListener("keydown", ev => {
-      clearTimeout(lost);
-      const t0 = ev.timeStamp;
-      const poll = () => {
-        const now = t.area(e);
-        for (let i = 0; i < now.length; i++)
-          if (now[i] !== before[i]) { resolve(performance.now() - t0); return; }
-        if (performance.now() - t0 > 5000) resolve(null); else setTimeout(poll, 2);
-      };
-      poll();
-    }, { once: true, capture: true });
-  });
+    t.result = new Promise(resolve => {
+      const lost = setTimeout(() => resolve(null), 5000);   // the key never arrived
+      window.addEventListener("keydown", ev => {
+        clearTimeout(lost);
+        const t0 = ev.timeStamp;
+        const poll = () => {
+          const now = t.area(e);
+          for (let i = 0; i < now.length; i++)
+            if (now[i] !== before[i]) { resolve(performance.now() - t0); return; }
+          if (performance.now() - t0 > 5000) resolve(null); else setTimeout(poll, 2);
+        };
+        poll();
+      }, { once: true, capture: true });
+    });
+  };
 }
 
 const browser = await chromium.launch({
@@ -93,10 +98,9 @@ try {
   const lat = [];
   let n = 0;
   while (Date.now() - t0 < cfg.seconds * 1000) {
-    const armed = page.evaluate(e => window.__bench.arm(e).then(v => v), cfg.echo);
-    await sleep(20);
+    await page.evaluate(e => window.__bench.arm(e), cfg.echo);
     await page.keyboard.press(++n % 25 ? "x" : "Enter");
-    const v = await armed;
+    const v = await page.evaluate(() => window.__bench.result);
     if (v !== null && n % 25) lat.push(v);
     await sleep(cfg.keys_every_ms);
   }
