@@ -12,7 +12,10 @@
 #include <netinet/tcp.h>
 #include "lua/lsocket.h"
 
-enum { READ_CHUNK = 65536, DEFAULT_CONNECT_MS = 1000 };
+/* READ_MAX: the most one read returns. Reads land in one scratch buffer per
+ * Lua state (the read method's upvalue) and are copied once, into the Lua
+ * string; a large read means fewer system calls and wake-ups per byte. */
+enum { READ_MAX = 262144, DEFAULT_CONNECT_MS = 1000 };
 
 /* ---- the object ---- */
 
@@ -210,9 +213,9 @@ static int tcp_read_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 static int tcp_read(lua_State *L, rm_sock *s, long timeout) {
-  char buf[READ_CHUNK];
+  char *buf = lua_touserdata(L, lua_upvalueindex(1));   /* READ_MAX bytes */
   if (s->kind != RM_SK_TCP) return rm_push_error(L, "socketclosed");
-  long n = rm_conn_read(s->conn, buf, sizeof buf);
+  long n = rm_conn_read(s->conn, buf, READ_MAX);
   if (n > 0) { lua_pushlstring(L, buf, (size_t)n); return 1; }
   if (n == RM_EAGAIN) {
     rm_co *co = rm_sock_waiter(L, "read");
@@ -805,7 +808,7 @@ static int ba_h2n(lua_State *L) {
 }
 
 static const luaL_Reg sock_methods[] = {
-  {"read", sock_read}, {"write", rm_sock_lwrite}, {"accept", sock_accept}, {"close", rm_sock_lclose},
+  {"write", rm_sock_lwrite}, {"accept", sock_accept}, {"close", rm_sock_lclose},
   {"event", sock_event}, {"queuelen", sock_queuelen}, {"disable", sock_disable}, {"enable", sock_enable},
   {"setoption", sock_setoption}, {"peername", sock_peername}, {"sockname", sock_sockname},
   {"sendto", rm_udp_sendto}, {"owner", sock_owner}, {"state", sock_state}, {"websocket", sock_websocket},
@@ -822,6 +825,9 @@ int rm_open_socket(lua_State *L) {
   rm_ws_open(L);
   luaL_newmetatable(L, RM_SOCKET_MT);
   luaL_newlib(L, sock_methods);
+  lua_newuserdatauv(L, READ_MAX, 0);   /* read's upvalue: tcp_read's scratch buffer */
+  lua_pushcclosure(L, sock_read, 1);
+  lua_setfield(L, -2, "read");
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, sock_gc); lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, sock_gc); lua_setfield(L, -2, "__close");
