@@ -2,10 +2,15 @@
  *
  * XDamage reports every drawing operation as a raw rectangle (raw, because the
  * region form needs XFixes to read back). Those rectangles mark tiles as
- * damaged; a poll grabs each tile row that has damaged tiles as one band,
+ * damaged; a poll grabs the box around all damaged tiles with one request,
  * then compares every damaged tile row by row with the framebuffer: only a
  * tile whose pixels really differ gets a new version, so a redraw with the
  * same pixels costs viewers nothing.
+ *
+ * One request, not one per tile row: the X server runs requests one at a
+ * time, so one grab is one consistent picture. Grabbed band by band, a
+ * terminal that scrolls meanwhile would be caught at several scroll positions
+ * at once, and the viewers' scroll detection would miss.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,15 +74,15 @@ static void shm_destroy(rm_screen *s)
   s->shm_img = NULL;
 }
 
-/* One shared segment of w x TILE pixels, reused for every band. */
+/* One shared segment of the whole screen, reused for every grab. */
 static int shm_create(rm_screen *s)
 {
   Display *d = s->dpy;
   int scr = DefaultScreen(d);
   XImage *img = XShmCreateImage(d, DefaultVisual(d, scr), DefaultDepth(d, scr), ZPixmap,
-                                NULL, &s->shminfo, s->w, T);
+                                NULL, &s->shminfo, s->w, s->h);
   if (!img) return -1;
-  s->shminfo.shmid = shmget(IPC_PRIVATE, (size_t)img->bytes_per_line * T, IPC_CREAT | 0600);
+  s->shminfo.shmid = shmget(IPC_PRIVATE, (size_t)img->bytes_per_line * s->h, IPC_CREAT | 0600);
   if (s->shminfo.shmid < 0) goto fail;
   s->shminfo.shmaddr = img->data = shmat(s->shminfo.shmid, NULL, 0);
   shmctl(s->shminfo.shmid, IPC_RMID, NULL); /* freed once both sides detach */
@@ -150,7 +155,7 @@ static int set_size(rm_screen *s, int w, int h)
   return RM_OK;
 }
 
-/* Fetches the pixels of one band. With XShm they land in the shared segment;
+/* Fetches the pixels of one box. With XShm they land in the shared segment;
  * otherwise XGetImage allocates an image the caller destroys (*tmp). */
 static const uint32_t *fetch(rm_screen *s, int x, int y, int w, int h, int *stride, XImage **tmp)
 {
@@ -159,7 +164,7 @@ static const uint32_t *fetch(rm_screen *s, int x, int y, int w, int h, int *stri
   if (s->shm) {
     img = s->shm_img;
     /* XShmGetImage asks for image->width x image->height; the segment has
-     * room for any band, packed at stride w. */
+     * room for any box, packed at stride w. */
     img->width = w;
     img->height = h;
     img->bytes_per_line = w * 4;
@@ -201,29 +206,43 @@ static int update_tile(rm_screen *s, int tx, int ty, const uint32_t *src, int st
   return changed;
 }
 
+/* The box around the damaged tiles, in tiles: [*tx0, *tx1] x [*ty0, *ty1].
+ * Returns 0 if nothing is damaged. */
+static int damaged_box(const rm_screen *s, int *tx0, int *ty0, int *tx1, int *ty1)
+{
+  *tx0 = s->ntx, *ty0 = s->nty, *tx1 = *ty1 = -1;
+  for (int ty = 0; ty < s->nty; ty++)
+    for (int tx = 0; tx < s->ntx; tx++) {
+      if (!s->damaged[ty * s->ntx + tx]) continue;
+      if (tx < *tx0) *tx0 = tx;
+      if (tx > *tx1) *tx1 = tx;
+      if (ty < *ty0) *ty0 = ty;
+      *ty1 = ty;
+    }
+  return *tx1 >= 0;
+}
+
 static int grab(rm_screen *s)
 {
   uint32_t version = s->version + 1;
-  int changed = 0;
-  for (int ty = 0; ty < s->nty; ty++) {
-    uint8_t *row = s->damaged + ty * s->ntx;
-    int lo = 0, hi = s->ntx - 1, stride, x0, y0 = ty * T;
-    const uint32_t *px;
-    XImage *tmp;
-    while (lo <= hi && !row[lo]) lo++;
-    while (hi >= lo && !row[hi]) hi--;
-    if (lo > hi) continue;
-    x0 = lo * T;
-    px = fetch(s, x0, y0, ((hi + 1) * T < s->w ? (hi + 1) * T : s->w) - x0,
-               s->h - y0 < T ? s->h - y0 : T, &stride, &tmp);
-    if (!px) continue; /* e.g. the screen shrank under us; ConfigureNotify follows */
-    for (int tx = lo; tx <= hi; tx++) {
-      if (row[tx]) changed |= update_tile(s, tx, ty, px + (tx - lo) * T, stride, version);
-      row[tx] = 0;
-    }
-    if (tmp) XDestroyImage(tmp);
-  }
+  int changed = 0, tx0, ty0, tx1, ty1, x0, y0, stride;
+  const uint32_t *px;
+  XImage *tmp;
   s->any_damage = 0;
+  if (!damaged_box(s, &tx0, &ty0, &tx1, &ty1)) return 0;
+  x0 = tx0 * T;
+  y0 = ty0 * T;
+  px = fetch(s, x0, y0, ((tx1 + 1) * T < s->w ? (tx1 + 1) * T : s->w) - x0,
+             ((ty1 + 1) * T < s->h ? (ty1 + 1) * T : s->h) - y0, &stride, &tmp);
+  if (px) { /* else e.g. the screen shrank under us; ConfigureNotify follows */
+    for (int ty = ty0; ty <= ty1; ty++)
+      for (int tx = tx0; tx <= tx1; tx++)
+        if (s->damaged[ty * s->ntx + tx])
+          changed |= update_tile(s, tx, ty, px + (size_t)(ty - ty0) * T * stride + (tx - tx0) * T, stride,
+                                 version);
+  }
+  if (tmp) XDestroyImage(tmp);
+  memset(s->damaged, 0, (size_t)s->ntx * s->nty);
   if (changed) s->version = version;
   return changed;
 }

@@ -147,10 +147,12 @@ static int raw_indexed(rm__encoder *e, const uint32_t *px, int stride, int w, in
   o = e->raw.p;
   for (int y = 0; y < h; y++) {
     const uint32_t *row = px + (size_t)y * stride;
-    int acc = 0, bits = 0;
+    uint32_t last = row[0];
+    int acc = 0, bits = 0, idx = pal_index(&e->pal, last, 256);
     *o++ = 0;
     for (int x = 0; x < w; x++) {
-      acc = (acc << depth) | pal_index(&e->pal, row[x], 256);
+      if (row[x] != last) idx = pal_index(&e->pal, last = row[x], 256); /* runs are the common case */
+      acc = (acc << depth) | idx;
       bits += depth;
       if (bits == 8) *o++ = (uint8_t)acc, acc = 0, bits = 0;
     }

@@ -21,11 +21,14 @@
 
 #define T RM_SCREEN_TILE
 #define MAX_VOTES 8
+#define MAX_SHIFTS 3
+#define MIN_COPY_ROWS 8
 
 typedef struct rect {
   int x, y, w, h, enc;
   uint32_t colour; /* SOLID */
   int sy;          /* COPY: source row (the source column is x) */
+  int last;        /* COPY, while planned: one past its last row with news */
 } rect;
 
 struct rm_screen_viewer {
@@ -196,77 +199,146 @@ static int lookup_row(const rm_screen_viewer *v, uint64_t k)
   return -1;
 }
 
-/* The shift most changed rows of column tx agree on; 0 if none. */
-static int vote(const rm_screen *s, rm_screen_viewer *v, int tx)
+/* The shift most changed rows agree on, over every column; 0 if none. Rows a
+ * COPY already brings current no longer vote. */
+static int vote(const rm_screen *s, rm_screen_viewer *v)
 {
   int dys[MAX_VOTES], counts[MAX_VOTES], n = 0, best = 0;
-  index_column(v, tx);
-  for (int y = 0; y < s->h; y++) {
-    size_t i = (size_t)y * s->ntx + tx;
-    int from, k;
-    if (!tile_dirty(s, v, tx, y / T) || s->row_hash[i] == v->vhash[i]) continue;
-    if ((from = lookup_row(v, s->row_hash[i])) < 0) continue;
-    for (k = 0; k < n && dys[k] != from - y; k++) {}
-    if (k == n) {
-      if (n == MAX_VOTES) continue;
-      dys[n] = from - y, counts[n++] = 0;
+  for (int tx = 0; tx < s->ntx; tx++) {
+    index_column(v, tx);
+    for (int y = 0; y < s->h; y++) {
+      size_t i = (size_t)y * s->ntx + tx;
+      int from, k;
+      if (v->done[i] || !tile_dirty(s, v, tx, y / T) || s->row_hash[i] == v->vhash[i]) continue;
+      if ((from = lookup_row(v, s->row_hash[i])) < 0) continue;
+      for (k = 0; k < n && dys[k] != from - y; k++) {}
+      if (k == n) {
+        if (n == MAX_VOTES) continue;
+        dys[n] = from - y, counts[n++] = 0;
+      }
+      counts[k]++;
     }
-    counts[k]++;
   }
   for (int k = 1; k < n; k++)
     if (counts[k] > counts[best]) best = k;
   return n ? dys[best] : 0;
 }
 
-/* A COPY of column tx, rows [y0, y1), from dy rows away; joins the COPY of
- * the column to its left when they line up. */
-static int emit_copy(const rm_screen *s, rm_screen_viewer *v, int tx, int y0, int y1, int dy)
+/* What row y of column tx can do under shift dy: MUST, it is new and the
+ * viewer has it dy rows away; MAY, the viewer has it both here and dy rows
+ * away (a harmless copy that keeps a COPY in one piece, say over the blank
+ * ends of lines); or NO. */
+enum { NO, MAY, MUST };
+
+static int copy_kind(const rm_screen *s, const rm_screen_viewer *v, int tx, int y, int dy)
 {
-  int x = tx * T;
-  rect *r;
-  for (int y = y0; y < y1; y++) v->done[(size_t)y * s->ntx + tx] = 1;
-  for (size_t i = v->nrects; i-- > 0;) {
-    r = &v->rects[i];
-    if (r->x + r->w == x && r->y == y0 && r->h == y1 - y0 && r->sy == y0 + dy) {
-      r->w += tile_w(s, tx);
-      return RM_OK;
+  size_t i = (size_t)y * s->ntx + tx;
+  if (y + dy < 0 || y + dy >= s->h || v->done[i] || s->row_hash[i] != v->vhash[(size_t)(y + dy) * s->ntx + tx])
+    return NO;
+  return s->row_hash[i] != v->vhash[i] ? MUST : MAY;
+}
+
+static int first_col(const rect *r) { return r->x / T; }
+static int end_col(const rect *r) { return (r->x + r->w + T - 1) / T; }
+
+/* Extends the COPY r (open at row y) by row y if every column of it can copy.
+ * If not, the COPY ends, without the trailing rows that only MAY copy. */
+static void extend(const rm_screen *s, const rm_screen_viewer *v, rect *r, int y, int dy)
+{
+  int must = 0;
+  for (int tx = first_col(r); tx < end_col(r); tx++) {
+    int k = copy_kind(s, v, tx, y, dy);
+    if (k == NO) {
+      r->h = r->last - r->y;
+      return;
     }
+    must |= k == MUST;
   }
-  if (!(r = add_rect(v))) return RM_ENOMEM;
-  *r = (rect){x, y0, tile_w(s, tx), y1 - y0, RM_SCREEN_COPY, 0, y0 + dy};
+  r->h++;
+  if (must) r->last = y + 1;
+}
+
+/* Column tx of row y is in a COPY of this shift ([first, nrects)) already. */
+static int covered(const rm_screen_viewer *v, size_t first, int tx, int y)
+{
+  for (size_t i = first; i < v->nrects; i++) {
+    const rect *r = &v->rects[i];
+    if (r->y + r->h == y + 1 && tx >= first_col(r) && tx < end_col(r)) return 1;
+  }
+  return 0;
+}
+
+/* New COPYs in row y: runs of columns that can copy and no COPY covers,
+ * without the MAY columns at their ends, if a MUST column is left. */
+static int start_runs(const rm_screen *s, rm_screen_viewer *v, size_t first, int y, int dy)
+{
+  for (int tx = 0; tx < s->ntx; tx++) {
+    int a = -1, b = -1, end = tx, k;
+    while (end < s->ntx && !covered(v, first, end, y) && (k = copy_kind(s, v, end, y, dy)) != NO) {
+      if (k == MUST) {
+        if (a < 0) a = end;
+        b = end + 1;
+      }
+      end++;
+    }
+    if (a >= 0) {
+      int x = a * T, w = (b < s->ntx ? b * T : s->w) - x;
+      rect *r = add_rect(v);
+      if (!r) return RM_ENOMEM;
+      *r = (rect){x, y, w, 1, RM_SCREEN_COPY, 0, y + dy, y + 1};
+    }
+    tx = end;
+  }
   return RM_OK;
 }
 
-static int row_copies(const rm_screen *s, const rm_screen_viewer *v, int tx, int y, int dy)
+/* A COPY made only of rows the viewer already has right moves nothing, and
+ * one of a few rows is mostly a coincidence (a blank or repeated pixel row
+ * inside new text) that would only cut the text's PNG into pieces. */
+static int copy_useful(const rm_screen *s, const rm_screen_viewer *v, const rect *r)
 {
-  size_t i = (size_t)y * s->ntx + tx;
-  return y + dy >= 0 && y + dy < s->h && tile_dirty(s, v, tx, y / T) &&
-         s->row_hash[i] == v->vhash[(size_t)(y + dy) * s->ntx + tx];
+  if (r->h < MIN_COPY_ROWS) return 0;
+  for (int y = r->y; y < r->y + r->h; y++)
+    for (int tx = r->x / T; tx * T < r->x + r->w; tx++)
+      if (s->row_hash[(size_t)y * s->ntx + tx] != v->vhash[(size_t)y * s->ntx + tx]) return 1;
+  return 0;
 }
 
-static int row_same(const rm_screen *s, const rm_screen_viewer *v, int tx, int y)
+/* COPY rectangles for one shift: runs of columns that copy, row by row,
+ * joined downwards while the same columns keep copying. A terminal
+ * scrolling across the whole screen becomes one COPY, whatever its line
+ * height. */
+static int copies_for(const rm_screen *s, rm_screen_viewer *v, int dy)
 {
-  size_t i = (size_t)y * s->ntx + tx;
-  return s->row_hash[i] == v->vhash[i];
+  size_t first = v->nrects, out = first;
+  for (int y = 0; y < s->h; y++) {
+    for (size_t i = first; i < v->nrects; i++)
+      if (v->rects[i].y + v->rects[i].h == y) extend(s, v, &v->rects[i], y, dy);
+    if (start_runs(s, v, first, y, dy) < 0) return RM_ENOMEM;
+  }
+  for (size_t i = first; i < v->nrects; i++) {
+    rect *r = &v->rects[i];
+    r->h = r->last - r->y;
+    if (!copy_useful(s, v, r)) continue;
+    for (int y = r->y; y < r->y + r->h; y++)
+      memset(v->done + (size_t)y * s->ntx + first_col(r), 1, (size_t)(end_col(r) - first_col(r)));
+    v->rects[out++] = *r;
+  }
+  v->nrects = out;
+  return RM_OK;
 }
 
+/* A grab can catch a terminal between two scroll steps, or two windows
+ * scrolling by different amounts: up to MAX_SHIFTS shifts per frame, the
+ * most voted first. */
 static int plan_copies(const rm_screen *s, rm_screen_viewer *v)
 {
   memset(v->done, 0, (size_t)s->h * s->ntx);
   if (v->full) return RM_OK; /* nothing to copy from */
-  for (int tx = 0; tx < s->ntx; tx++) {
-    int dy = vote(s, v, tx), run = -1;
-    if (!dy) continue;
-    for (int y = 0; y <= s->h; y++) {
-      int ok = y < s->h && row_copies(s, v, tx, y, dy), end = y;
-      if (ok && run < 0) run = y;
-      if (ok || run < 0) continue;
-      /* Rows the viewer already has right need no copy at either end. */
-      while (run < end && row_same(s, v, tx, run)) run++;
-      while (end > run && row_same(s, v, tx, end - 1)) end--;
-      if (run < end && emit_copy(s, v, tx, run, end, dy) < 0) return RM_ENOMEM;
-      run = -1;
-    }
+  for (int k = 0; k < MAX_SHIFTS; k++) {
+    int dy = vote(s, v);
+    if (!dy) break;
+    if (copies_for(s, v, dy) < 0) return RM_ENOMEM;
   }
   return RM_OK;
 }
@@ -298,12 +370,37 @@ static int alike(const rect *a, const rect *b)
   return a->enc == b->enc && (a->enc != RM_SCREEN_SOLID || a->colour == b->colour);
 }
 
+static int lossless(int enc)
+{
+  return enc == RM_SCREEN_SOLID || enc == RM_SCREEN_PNG;
+}
+
+/* Adds tile span part to the open rect of its tile row, if they go together:
+ * equal SOLIDs with the same rows, or both lossless, or both JPEG. The
+ * result covers the rows of both (a few unchanged rows sent again cost less
+ * than another image to decode); lossless ones become one PNG. */
+static int join(rect *open, const rect *part)
+{
+  int y0 = open->y < part->y ? open->y : part->y;
+  int y1 = open->y + open->h > part->y + part->h ? open->y + open->h : part->y + part->h;
+  if (open->y == part->y && open->h == part->h && alike(open, part)) {
+    open->w += part->w;
+    return 1;
+  }
+  if (lossless(open->enc) != lossless(part->enc)) return 0;
+  if (lossless(open->enc)) open->enc = RM_SCREEN_PNG;
+  open->w += part->w;
+  open->y = y0;
+  open->h = y1 - y0;
+  return 1;
+}
+
 /* Rects of one tile row, merged left to right. */
 static int plan_row(const rm_screen *s, rm_screen_viewer *v, int ty)
 {
   rect *open = NULL;
   for (int tx = 0; tx < s->ntx; tx++) {
-    rect part = {tx * T, 0, tile_w(s, tx), 0, 0, 0, 0};
+    rect part = {tx * T, 0, tile_w(s, tx), 0, 0, 0, 0, 0};
     int y0, y1;
     if (!tile_dirty(s, v, tx, ty) || !residual(s, v, tx, ty, &y0, &y1)) {
       open = NULL;
@@ -312,10 +409,7 @@ static int plan_row(const rm_screen *s, rm_screen_viewer *v, int ty)
     part.y = y0;
     part.h = y1 - y0;
     part.enc = classify(s, v, part.x, part.y, part.w, part.h, &part.colour);
-    if (open && open->y == part.y && open->h == part.h && alike(open, &part)) {
-      open->w += part.w;
-      continue;
-    }
+    if (open && join(open, &part)) continue;
     if (!(open = add_rect(v))) return RM_ENOMEM;
     *open = part;
   }
