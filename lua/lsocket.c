@@ -287,29 +287,45 @@ static void write_range(lua_State *L, const char **p, size_t *n) {
   *n = i > j ? 0 : (size_t)(j - i + 1);
 }
 
-/* The stages of a cosocket write, kept across suspensions in the context. */
-enum { W_NEW, W_WOKEN, W_WRITTEN };
+/* The stages of a cosocket write, kept across suspensions in the context;
+ * W_FRAME marks a protocol's frame (rm_sock_write_frame). */
+enum { W_NEW, W_WOKEN, W_WRITTEN, W_FRAME = 4 };
+
+/* Queues the writer's data: the range of the string at 2, or a frame's
+ * header and payload (the strings at 2 and 3) in one writev, so that a
+ * payload is never copied to be joined to its header. */
+static int queue_data(lua_State *L, rm_sock *s, int frame) {
+  if (frame) {
+    struct iovec iov[2];
+    iov[0].iov_base = (void *)lua_tolstring(L, 2, &iov[0].iov_len);
+    iov[1].iov_base = (void *)lua_tolstring(L, 3, &iov[1].iov_len);
+    return rm_conn_writev(s->conn, iov, 2);
+  }
+  const char *p;
+  size_t n;
+  write_range(L, &p, &n);
+  return rm_conn_write(s->conn, p, n);
+}
 
 /* A new writer waits behind earlier ones; a writer at the head writes once
  * the queue is at or below queuelen, then waits (still at the head) until
  * the kernel has taken enough of it. Each writer that finishes passes the
  * turn to the next, so the FIFO never stalls. */
 static int tcp_write(lua_State *L, rm_sock *s, rm_co *co, int stage) {
+  int frame = stage & W_FRAME;
+  stage &= ~W_FRAME;
   if (s->kind != RM_SK_TCP) return rm_push_error(L, "socketclosed");
   if (rm_conn_is_broken(s->conn)) { rm_sock_close(s); return rm_push_error(L, "socketwritefailed"); }
   int full = rm_conn_queued(s->conn) > s->queuelen;
   if ((stage == W_NEW && (s->wq_head || full)) || (stage == W_WOKEN && full)) {
     push_writer(s, co, stage == W_WOKEN);
-    return rm_co_suspend(L, co, RM_WAIT_WRITE, s, -1, tcp_write_k, W_WOKEN);
+    return rm_co_suspend(L, co, RM_WAIT_WRITE, s, -1, tcp_write_k, W_WOKEN | frame);
   }
   if (stage != W_WRITTEN) {
-    const char *p;
-    size_t n;
-    write_range(L, &p, &n);
-    if (rm_conn_write(s->conn, p, n) != RM_OK) { rm_sock_close(s); return rm_push_error(L, "socketwritefailed"); }
+    if (queue_data(L, s, frame) != RM_OK) { rm_sock_close(s); return rm_push_error(L, "socketwritefailed"); }
     if (rm_conn_queued(s->conn) > s->queuelen) {
       push_writer(s, co, 1);
-      return rm_co_suspend(L, co, RM_WAIT_WRITE, s, -1, tcp_write_k, W_WRITTEN);
+      return rm_co_suspend(L, co, RM_WAIT_WRITE, s, -1, tcp_write_k, W_WRITTEN | frame);
     }
   }
   if (s->wq_head && rm_conn_queued(s->conn) <= s->queuelen) rm_co_wake(s->wq_head, RM_WAKE_READY);
@@ -334,8 +350,8 @@ static int tcp_write_nowait(lua_State *L, rm_sock *s) {
   return 1;
 }
 
-int rm_sock_write_fifo(lua_State *L, rm_sock *s) {
-  return tcp_write(L, s, rm_co_current(L), W_NEW);
+int rm_sock_write_frame(lua_State *L, rm_sock *s) {
+  return tcp_write(L, s, rm_co_current(L), W_NEW | W_FRAME);
 }
 
 int rm_sock_lwrite(lua_State *L) {

@@ -58,9 +58,10 @@ rm_conn *rm_sock_detach(rm_sock *s);
  * protocol steps such as a TLS handshake; k runs then, or on timeout. */
 int rm_sock_wait_io(lua_State *L, rm_co *co, rm_sock *s, int events, long timeout,
                     lua_KFunction k, lua_KContext ctx);
-/* The cosocket write of the string at index 2 by the running coroutine: it
- * waits its turn in the socket's FIFO (for a protocol's frames). */
-int rm_sock_write_fifo(lua_State *L, rm_sock *s);
+/* The cosocket write of a protocol's frame by the running coroutine: the
+ * strings at index 2 (header) and 3 (payload) leave in one writev once it is
+ * the writer's turn in the socket's FIFO. */
+int rm_sock_write_frame(lua_State *L, rm_sock *s);
 rm_sock *rm_sock_push(lua_State *L, rm_rt *rt, int kind);
 void rm_sock_close(rm_sock *s);
 /* Wakes every coroutine waiting on s with reason. */

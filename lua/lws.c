@@ -85,15 +85,17 @@ static void send_close(rm_sock *s, int code, const char *reason, size_t len) {
   while (s->wq_head) rm_co_wake(s->wq_head, RM_WAKE_CLOSED);
 }
 
-/* One message as one frame on the stack: header, then the payload,
- * compressed and masked as agreed. */
-static int push_frame(lua_State *L, ws *w, const char *p, size_t n, int text) {
-  const uint8_t *pay = (const uint8_t *)p;
-  size_t plen = n;
+/* The message at index 2 as one frame: its header and its payload
+ * (compressed and masked as agreed) replace it as the strings at 2 and 3,
+ * which leave in one writev. A server's plain payload is the caller's
+ * string itself, never copied. */
+static int push_frame(lua_State *L, ws *w, int text) {
+  size_t plen;
+  const uint8_t *msg = (const uint8_t *)lua_tolstring(L, 2, &plen), *pay = msg;
   int flags = RM_WS_FIN;
   if (w->cfg.deflate) {
     if (!w->zd && !(w->zd = rm_ws_deflater_new(&w->cfg))) return RM_ENOMEM;
-    int rc = rm_ws_deflate(w->zd, p, n, 1, &pay, &plen);
+    int rc = rm_ws_deflate(w->zd, msg, plen, 1, &pay, &plen);
     if (rc < 0) return rc;
     flags |= RM_WS_RSV1;
   }
@@ -102,12 +104,18 @@ static int push_frame(lua_State *L, ws *w, const char *p, size_t n, int text) {
   int h = rm_ws_encode_header(hdr, text ? RM_WS_OP_TEXT : RM_WS_OP_BINARY, flags, plen,
                               is_client(w) ? mask : NULL);
   if (h < 0) return h;
-  luaL_Buffer b;
-  uint8_t *out = (uint8_t *)luaL_buffinitsize(L, &b, (size_t)h + plen);
-  memcpy(out, hdr, (size_t)h);
-  if (is_client(w)) rm_ws_mask(out + h, pay, plen, mask, 0);
-  else if (plen) memcpy(out + h, pay, plen);
-  luaL_pushresultsize(&b, (size_t)h + plen);
+  lua_settop(L, 2);
+  lua_pushlstring(L, (const char *)hdr, (size_t)h);
+  if (is_client(w)) {
+    luaL_Buffer b;
+    rm_ws_mask((uint8_t *)luaL_buffinitsize(L, &b, plen), pay, plen, mask, 0);
+    luaL_pushresultsize(&b, plen);
+  } else if (pay != msg) {
+    lua_pushlstring(L, (const char *)pay, plen);
+  } else {
+    lua_pushvalue(L, 2);
+  }
+  lua_remove(L, 2);
   if (w->zd && (is_client(w) ? w->agreed.client_no_context_takeover : w->agreed.server_no_context_takeover)) {
     rm_ws_deflater_free(w->zd);   /* its output is copied into the frame */
     w->zd = NULL;
@@ -138,11 +146,12 @@ static int ws_write(lua_State *L, rm_sock *s) {
     lua_pushinteger(L, (lua_Integer)q);
     return 2;
   }
-  if (push_frame(L, w, p, n, text) != RM_OK) return luaL_error(L, "websocket: cannot compress (out of memory)");
-  lua_replace(L, 2);
-  lua_settop(L, 2);
-  if (co) return rm_sock_write_fifo(L, s);
-  if (rm_conn_write(s->conn, lua_tostring(L, 2), lua_rawlen(L, 2)) != RM_OK) {
+  if (push_frame(L, w, text) != RM_OK) return luaL_error(L, "websocket: cannot compress (out of memory)");
+  if (co) return rm_sock_write_frame(L, s);
+  struct iovec iov[2];
+  iov[0].iov_base = (void *)lua_tolstring(L, 2, &iov[0].iov_len);
+  iov[1].iov_base = (void *)lua_tolstring(L, 3, &iov[1].iov_len);
+  if (rm_conn_writev(s->conn, iov, 2) != RM_OK) {
     rm_sock_close(s);
     return rm_push_error(L, "socketwritefailed");
   }
