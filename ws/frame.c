@@ -8,27 +8,9 @@
  * without being buffered. Control payloads (at most 125 bytes) are collected
  * whole, because a close frame must be checked as a unit.
  */
+#include <stddef.h>
 #include <string.h>
 #include "ws/internal.h"
-
-enum { ST_HEAD, ST_DATA, ST_CONTROL, ST_CLOSED };
-
-struct rm_ws_decoder {
-  rm_ws_config cfg;
-  int deflate;          /* RSV1 is allowed */
-  int state;
-  uint8_t head[RM_WS_MAX_HEADER];
-  unsigned head_len, head_need;
-  int opcode, fin, rsv1, masked;
-  uint8_t mask[4];
-  uint64_t frame_len, frame_pos;
-  int in_message;       /* a fragmented message waits for continuation frames */
-  int msg_opcode, msg_rsv1;
-  uint64_t msg_len;
-  uint8_t control[RM_WS_MAX_CONTROL];
-  int error;
-  const char *why;
-};
 
 int rm_ws_close_code(int err)
 {
@@ -46,26 +28,40 @@ int rm__ws_close_code_valid(int code)
          (code >= 3000 && code <= 4999);
 }
 
+void rm__ws_decoder_init(rm_ws_decoder *d, const rm_ws_config *cfg)
+{
+  memset(d, 0, sizeof *d);
+  d->is_server = cfg->is_server != 0;
+  d->deflate = cfg->deflate != NULL;
+  d->max_frame = rm__ws_limit(cfg->max_frame);
+  d->max_message = rm__ws_limit(cfg->max_message);
+  d->head_need = 2;
+}
+
+/* A decoder on its own keeps the allocator in front of it, to be freed. */
+typedef struct alone {
+  rm_ws_config cfg;
+  rm_ws_decoder d;
+} alone;
+
 rm_ws_decoder *rm_ws_decoder_new(const rm_ws_config *cfg)
 {
-  rm_ws_decoder *d = rm__ws_realloc(cfg, NULL, 0, sizeof *d);
-  if (!d)
+  alone *a = rm__ws_realloc(cfg, NULL, 0, sizeof *a);
+  if (!a)
     return NULL;
-  memset(d, 0, sizeof *d);
-  d->cfg = *cfg;
-  d->cfg.is_server = cfg->is_server != 0;
-  d->cfg.max_frame = rm__ws_limit(cfg->max_frame);
-  d->cfg.max_message = rm__ws_limit(cfg->max_message);
-  d->deflate = cfg->deflate != NULL;
-  d->cfg.deflate = NULL; /* only its presence matters; do not keep the pointer */
-  d->head_need = 2;
-  return d;
+  a->cfg = *cfg;
+  a->cfg.deflate = NULL;
+  rm__ws_decoder_init(&a->d, cfg);
+  return &a->d;
 }
 
 void rm_ws_decoder_free(rm_ws_decoder *d)
 {
-  if (d)
-    rm__ws_realloc(&d->cfg, d, sizeof *d, 0);
+  alone *a;
+  if (!d)
+    return;
+  a = (alone *)((char *)d - offsetof(alone, d));
+  rm__ws_realloc(&a->cfg, a, sizeof *a, 0);
 }
 
 const char *rm_ws_decoder_why(const rm_ws_decoder *d)
@@ -100,8 +96,8 @@ static int check_start(rm_ws_decoder *d)
     return fail(d, RM_WS_EPROTOCOL, "reserved data opcode");
   if (d->opcode > RM_WS_OP_PONG)
     return fail(d, RM_WS_EPROTOCOL, "reserved control opcode");
-  if (d->masked != d->cfg.is_server)
-    return fail(d, RM_WS_EPROTOCOL, d->cfg.is_server ? "client frame not masked" : "server frame masked");
+  if (d->masked != d->is_server)
+    return fail(d, RM_WS_EPROTOCOL, d->is_server ? "client frame not masked" : "server frame masked");
   if (is_control(d->opcode)) {
     if (!d->fin)
       return fail(d, RM_WS_EPROTOCOL, "fragmented control frame");
@@ -140,14 +136,14 @@ static int check_length(rm_ws_decoder *d)
   d->frame_pos = 0;
   if (is_control(d->opcode))
     return RM_OK;
-  if (len > d->cfg.max_frame)
+  if (len > d->max_frame)
     return fail(d, RM_EFULL, "frame larger than max_frame");
   if (d->opcode != RM_WS_OP_CONT) {
     d->msg_opcode = d->opcode;
     d->msg_rsv1 = d->rsv1;
     d->msg_len = 0;
   }
-  if (len > d->cfg.max_message - d->msg_len)
+  if (len > d->max_message - d->msg_len)
     return fail(d, RM_EFULL, "message larger than max_message");
   d->msg_len += len;
   d->in_message = !d->fin;
@@ -197,7 +193,7 @@ static int finish_control(rm_ws_decoder *d, rm_ws_event *ev)
     err = rm_ws_close_parse(d->control, n, &ev->close_code, &ev->reason, &ev->reason_len);
     if (err < 0)
       return fail(d, err, err == RM_WS_EBADDATA ? "close reason not UTF-8" : "invalid close payload");
-    d->state = ST_CLOSED;
+    d->state = RM__WS_ST_CLOSED;
     return RM_WS_EV_CLOSE;
   }
 }
@@ -208,7 +204,7 @@ static int step(rm_ws_decoder *d, uint8_t *buf, size_t n, size_t *pos, rm_ws_eve
   size_t k;
   int err;
   switch (d->state) {
-  case ST_HEAD:
+  case RM__WS_ST_HEAD:
     if ((err = take_head(d, buf, n, pos)) < 0)
       return err;
     if (d->head_len < d->head_need)
@@ -216,18 +212,18 @@ static int step(rm_ws_decoder *d, uint8_t *buf, size_t n, size_t *pos, rm_ws_eve
     d->head_len = 0;
     d->head_need = 2;
     if (!is_control(d->opcode)) {
-      d->state = ST_DATA;
+      d->state = RM__WS_ST_DATA;
       fill_frame(d, ev);
       return RM_WS_EV_HEADER;
     }
     if (d->frame_len > 0) {
-      d->state = ST_CONTROL;
+      d->state = RM__WS_ST_CONTROL;
       return RM_WS_NEED_MORE;
     }
     return finish_control(d, ev);
-  case ST_DATA:
+  case RM__WS_ST_DATA:
     if (d->frame_pos == d->frame_len) {
-      d->state = ST_HEAD;
+      d->state = RM__WS_ST_HEAD;
       fill_frame(d, ev);
       return RM_WS_EV_FRAME_END;
     }
@@ -244,7 +240,7 @@ static int step(rm_ws_decoder *d, uint8_t *buf, size_t n, size_t *pos, rm_ws_eve
     ev->len = k;
     *pos += k;
     return RM_WS_EV_DATA;
-  case ST_CONTROL:
+  case RM__WS_ST_CONTROL:
     k = n - *pos;
     if (k == 0)
       return RM_WS_NEED_MORE;
@@ -257,9 +253,9 @@ static int step(rm_ws_decoder *d, uint8_t *buf, size_t n, size_t *pos, rm_ws_eve
     *pos += k;
     if (d->frame_pos < d->frame_len)
       return RM_WS_NEED_MORE;
-    d->state = ST_HEAD;
+    d->state = RM__WS_ST_HEAD;
     return finish_control(d, ev);
-  default: /* ST_CLOSED */
+  default: /* RM__WS_ST_CLOSED */
     return *pos < n ? fail(d, RM_ECLOSED, "data after a close frame") : RM_WS_NEED_MORE;
   }
 }

@@ -26,6 +26,32 @@ static inline uint64_t rm__ws_limit(uint64_t v)
   return v ? v : RM_WS_DEFAULT_LIMIT;
 }
 
+/* The decoder's state, here so that the reader can hold one inside itself
+ * (one allocation per connection instead of two). */
+enum { RM__WS_ST_HEAD, RM__WS_ST_DATA, RM__WS_ST_CONTROL, RM__WS_ST_CLOSED };
+
+struct rm_ws_decoder {
+  int is_server;        /* received frames must be masked */
+  int deflate;          /* RSV1 is allowed */
+  uint64_t max_frame, max_message;
+  int state;
+  uint8_t head[RM_WS_MAX_HEADER];
+  unsigned head_len, head_need;
+  int opcode, fin, rsv1, masked;
+  uint8_t mask[4];
+  uint64_t frame_len, frame_pos;
+  int in_message;       /* a fragmented message waits for continuation frames */
+  int msg_opcode, msg_rsv1;
+  uint64_t msg_len;
+  uint8_t control[RM_WS_MAX_CONTROL];
+  int error;
+  const char *why;
+};
+
+/* Sets up a decoder held inside another object (rm_ws_decoder_new makes one
+ * on its own); it owns no memory, so it needs no free. */
+void rm__ws_decoder_init(rm_ws_decoder *d, const rm_ws_config *cfg);
+
 /* Fills buf with n bytes from the kernel's random source. */
 int rm__ws_random(void *buf, size_t n);
 

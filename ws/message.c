@@ -15,7 +15,7 @@
 struct rm_ws_reader {
   rm_ws_config cfg;      /* cfg.deflate points to agreed, or is NULL */
   rm_ws_deflate_params agreed;
-  rm_ws_decoder *dec;
+  rm_ws_decoder dec;
   /* Made by the first compressed message, since zlib's state is tens of
    * kilobytes. When the peer compresses every message afresh (its
    * no_context_takeover) the state is worth nothing between messages: it
@@ -49,10 +49,7 @@ rm_ws_reader *rm_ws_reader_new(const rm_ws_config *cfg)
     r->inf_per_message = cfg->is_server ? r->agreed.client_no_context_takeover
                                         : r->agreed.server_no_context_takeover;
   }
-  if (!(r->dec = rm_ws_decoder_new(cfg))) {
-    rm_ws_reader_free(r);
-    return NULL;
-  }
+  rm__ws_decoder_init(&r->dec, cfg);
   return r;
 }
 
@@ -60,7 +57,6 @@ void rm_ws_reader_free(rm_ws_reader *r)
 {
   if (!r)
     return;
-  rm_ws_decoder_free(r->dec);
   rm_ws_inflater_free(r->inf);
   rm__ws_realloc(&r->cfg, r->buf, r->cap, 0);
   rm__ws_realloc(&r->cfg, r, sizeof *r, 0);
@@ -68,7 +64,7 @@ void rm_ws_reader_free(rm_ws_reader *r)
 
 const char *rm_ws_reader_why(const rm_ws_reader *r)
 {
-  return r->why ? r->why : rm_ws_decoder_why(r->dec);
+  return r->why ? r->why : rm_ws_decoder_why(&r->dec);
 }
 
 int rm_ws_reader_busy(const rm_ws_reader *r)
@@ -216,7 +212,7 @@ int rm_ws_read(rm_ws_reader *r, uint8_t *buf, size_t n, size_t *used, rm_ws_even
     while (r->inflating)
       if ((k = drain(r, ev)) != RM_OK)
         return k;
-    k = rm_ws_decode(r->dec, buf + *used, n - *used, &u, &de);
+    k = rm_ws_decode(&r->dec, buf + *used, n - *used, &u, &de);
     *used += u;
     if (k != RM_WS_EV_HEADER && k != RM_WS_EV_DATA && k != RM_WS_EV_FRAME_END) {
       if (k > 0)
