@@ -11,6 +11,7 @@
 #include "lua/lhttp.h"
 
 static const char HTTPC_LUA[] =
+  "local ws_finish = ...\n"
   "local ba = ba\n"
   "local M = {}\n"
   "local C = {}\n"
@@ -22,7 +23,8 @@ static const char HTTPC_LUA[] =
   "end\n"
   "\n"
   "local function parse_url(url)\n"
-  "  local scheme, rest = url:match('^(https?)://(.*)$')\n"
+  "  local scheme, rest = url:match('^(%a+)://(.*)$')\n"
+  "  scheme = ({http = 'http', https = 'https', ws = 'http', wss = 'https'})[scheme]\n"
   "  if not scheme then return nil, 'bad url: ' .. tostring(url) end\n"
   "  local auth, path = rest:match('^([^/?#]*)(.*)$')\n"
   "  if path == '' then path = '/' end\n"
@@ -106,7 +108,11 @@ static const char HTTPC_LUA[] =
   "  local lines = {method .. ' ' .. path .. ' HTTP/1.1', 'Host: ' .. auth}\n"
   "  local h = t.header or {}\n"
   "  local has = {}\n"
-  "  for k, v in pairs(h) do lines[#lines + 1] = k .. ': ' .. tostring(v) has[k:lower()] = true end\n"
+  "  for k, v in pairs(h) do\n"
+  "    lines[#lines + 1] = k .. ': ' .. tostring(v)\n"
+  "    has[k:lower()] = tostring(v)\n"
+  "  end\n"
+  "  self.wskey, self.wsoffer = has['sec-websocket-key'], has['sec-websocket-extensions']\n"
   "  if not has['user-agent'] then lines[#lines + 1] = 'User-Agent: remora-httpc' end\n"
   "  if body then\n"
   "    lines[#lines + 1] = 'Content-Length: ' .. #body\n"
@@ -201,6 +207,18 @@ static const char HTTPC_LUA[] =
   "  return table.concat(parts)\n"
   "end\n"
   "\n"
+  "-- ba.socket.http2sock(h): the connection of a 101 answer as a socket, a\n"
+  "-- WebSocket when it upgraded to one (checked against the key h sent).\n"
+  "function M.http2sock(h, opts)\n"
+  "  local s = h.sock\n"
+  "  if not s or h.code ~= 101 then return nil, 'incorrectuse' end\n"
+  "  h.sock, h.key = nil, nil\n"
+  "  if (h.hdr.upgrade or ''):lower() ~= 'websocket' then return s, h.buf end\n"
+  "  if not h.wskey then s:close() return nil, 'no Sec-WebSocket-Key was sent' end\n"
+  "  return ws_finish(s, h.wskey, h.code, h.hdr, h.buf, opts, h.wsoffer)\n"
+  "end\n"
+  "ba.socket.http2sock = M.http2sock\n"
+  "\n"
   "function C:close()\n"
   "  if self.sock then self.sock:close() end\n"
   "  self.sock, self.key = nil, nil\n"
@@ -210,6 +228,7 @@ static const char HTTPC_LUA[] =
 
 int rm_open_httpc(lua_State *L) {
   if (luaL_loadbuffer(L, HTTPC_LUA, sizeof HTTPC_LUA - 1, "=httpc") != LUA_OK) return lua_error(L);
-  lua_call(L, 0, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, "remora.websocket.finish");
+  lua_call(L, 1, 1);
   return 1;
 }

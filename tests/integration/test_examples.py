@@ -102,4 +102,35 @@ def websocket_client_over_tls_to_a_remora_https_listener():
         check("untrusted: nil" in out, out)   # the system bundle does not trust a self-signed pair
 
 
+HTTP2SOCK = r"""
+local port = tonumber(arg[1])
+local httpc = require "httpc"
+local h = httpc.create()
+local key = "dGhlIHNhbXBsZSBub25jZQ=="
+local ok, err = h:request{url = "http://127.0.0.1:" .. port .. "/ws.lsp", header = {
+  Upgrade = "websocket", Connection = "Upgrade", ["Sec-WebSocket-Key"] = key, ["Sec-WebSocket-Version"] = "13"}}
+print("status", h:status())
+local ws, why = ba.socket.http2sock(h)
+if not ws then print("http2sock failed: " .. tostring(why)) os.exit(1) end
+print("websocket", ws:websocket())
+ws:write("through httpc", true)
+print("echo: " .. tostring(ws:read()))
+ws:close()
+local plain = httpc.create()
+plain:request{url = "http://127.0.0.1:" .. port .. "/hello.lsp"}
+print("not upgraded: " .. tostring(ba.socket.http2sock(plain)))
+plain:close()   -- a kept-alive connection would keep the script running
+"""
+
+
+@case
+def httpc_and_http2sock_make_a_websocket_client():
+    port = free_port()
+    with Remora(args=["-l", "127.0.0.1:%d" % port, os.path.join(EXAMPLES, "www")], port=port,
+                env={"REMORA_DEMO_TIMEPORT": str(free_port())}):
+        code, out = run(HTTP2SOCK, args=[port])
+        check(code == 0 and "status\t101" in out and "websocket\ttrue" in out, out)
+        check("echo: through httpc" in out and "not upgraded: nil" in out, out)
+
+
 done()
