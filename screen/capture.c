@@ -51,15 +51,28 @@ static void on_io_exit(Display *dpy, void *ud)
   ((rm_screen *)ud)->dead = 1;
 }
 
+/* Two independent multiply chains over pairs of pixels: the CPU runs them
+ * side by side, twice as fast as one chain per pixel (this hashes every
+ * changed pixel row of every grab). */
 uint64_t rm__row_hash(const uint32_t *px, int n)
 {
-  uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)n;
-  for (int i = 0; i < n; i++) {
-    h ^= px[i];
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 32;
+  uint64_t a = 0x9e3779b97f4a7c15ull ^ (uint64_t)n, b = 0xc2b2ae3d27d4eb4full;
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    a ^= (uint64_t)px[i] << 32 | px[i + 1];
+    b ^= (uint64_t)px[i + 2] << 32 | px[i + 3];
+    a *= 0xff51afd7ed558ccdull;
+    b *= 0xc4ceb9fe1a85ec53ull;
+    a ^= a >> 32;
+    b ^= b >> 29;
   }
-  return h | 1; /* 0 means "unknown" to a viewer */
+  for (; i < n; i++) {
+    a ^= px[i];
+    a *= 0xff51afd7ed558ccdull;
+    a ^= a >> 32;
+  }
+  a ^= b * 0x9e3779b97f4a7c15ull;
+  return a | 1; /* 0 means "unknown" to a viewer */
 }
 
 static void shm_destroy(rm_screen *s)
@@ -182,7 +195,28 @@ static const uint32_t *fetch(rm_screen *s, int x, int y, int w, int h, int *stri
   return (const uint32_t *)img->data;
 }
 
-/* Copies one tile from a grabbed band; returns 1 if any pixel differed. The
+/* Copies n pixels without their undefined top byte; returns nonzero if any
+ * differed. Two pixels per step, with no branch. */
+static uint64_t copy_pixels(uint32_t *out, const uint32_t *in, int n)
+{
+  uint64_t diff = 0, v, o;
+  int i = 0;
+  for (; i + 2 <= n; i += 2) {
+    memcpy(&v, in + i, 8);
+    memcpy(&o, out + i, 8);
+    v &= 0x00ffffff00ffffffull;
+    diff |= v ^ o;
+    memcpy(out + i, &v, 8);
+  }
+  if (i < n) {
+    uint32_t w = in[i] & 0xffffff;
+    diff |= w ^ out[i];
+    out[i] = w;
+  }
+  return diff;
+}
+
+/* Copies one tile from a grabbed box; returns 1 if any pixel differed. The
  * top byte of a 24-bit pixel is undefined on the wire, hence the mask. */
 static int update_tile(rm_screen *s, int tx, int ty, const uint32_t *src, int stride, uint32_t version)
 {
@@ -191,13 +225,8 @@ static int update_tile(rm_screen *s, int tx, int ty, const uint32_t *src, int st
   int changed = 0;
   for (int r = 0; r < th; r++) {
     const uint32_t *in = src + (size_t)r * stride;
-    uint32_t *out = s->fb + (size_t)(y0 + r) * s->w + x0, diff = 0;
-    for (int i = 0; i < tw; i++) {
-      uint32_t v = in[i] & 0xffffff;
-      diff |= v ^ out[i];
-      out[i] = v;
-    }
-    if (diff) {
+    uint32_t *out = s->fb + (size_t)(y0 + r) * s->w + x0;
+    if (copy_pixels(out, in, tw)) {
       s->row_hash[(size_t)(y0 + r) * s->ntx + tx] = rm__row_hash(out, tw);
       changed = 1;
     }
@@ -278,9 +307,9 @@ static void handle_event(rm_screen *s, XEvent *ev, int *nw, int *nh)
   }
 }
 
-int rm_screen_poll(rm_screen *s)
+int rm_screen_drain(rm_screen *s)
 {
-  int nw = s->w, nh = s->h, resized = 0, rc;
+  int nw = s->w, nh = s->h, rc;
   if (s->dead) return RM_EIO;
   while (!s->dead && XPending(s->dpy)) {
     XEvent ev;
@@ -290,9 +319,17 @@ int rm_screen_poll(rm_screen *s)
   if (s->dead) return RM_EIO;
   if (nw != s->w || nh != s->h) {
     if ((rc = set_size(s, nw, nh)) < 0) return rc;
-    resized = 1;
+    s->resized = 1;
   }
   if (s->damage_event < 0) mark_damage(s, 0, 0, s->w, s->h);
+  return s->any_damage || s->resized;
+}
+
+int rm_screen_poll(rm_screen *s)
+{
+  int rc = rm_screen_drain(s), resized = s->resized;
+  if (rc <= 0) return rc;
+  s->resized = 0;
   if (!s->any_damage) return resized;
   /* Raw reports never need the server's region: drop it so it cannot grow. */
   if (s->damage_event >= 0) XDamageSubtract(s->dpy, s->damage, None, None);

@@ -43,6 +43,7 @@ struct rm_screen {
   uint64_t *row_hash; /* h*ntx: hash of each tile-wide pixel row */
   uint8_t *damaged;   /* ntx*nty: damage seen since the last grab */
   int any_damage;
+  int resized;        /* the size changed since the last poll */
   int dead;           /* the X connection failed */
 
   int damage_event;   /* -1: no XDamage, grab everything every poll */

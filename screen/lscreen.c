@@ -2,6 +2,7 @@
  *
  *   local scr, err = screen.open([display])
  *   scr:size() -> w, h      scr:fd() -> n      scr:poll() -> changed
+ *   scr:drain() -> drawn (X events only; the grab waits for the next poll)
  *   scr:viewer([{quality=, png_level=, max_colours=}]) -> viewer
  *   viewer:frame() -> string or nil      viewer:reset()
  *   scr:input(msg) -> true[, reply] or nil, reason, close_code
@@ -66,9 +67,9 @@ static int l_fd(lua_State *L)
   return 1;
 }
 
-static int l_poll(lua_State *L)
+/* poll and drain: true/false, or nil, "X connection lost". */
+static int changed_result(lua_State *L, int rc)
 {
-  int rc = rm_screen_poll(check_screen(L, 1));
   if (rc < 0) {
     luaL_pushfail(L);
     lua_pushliteral(L, "X connection lost");
@@ -76,6 +77,16 @@ static int l_poll(lua_State *L)
   }
   lua_pushboolean(L, rc);
   return 1;
+}
+
+static int l_poll(lua_State *L)
+{
+  return changed_result(L, rm_screen_poll(check_screen(L, 1)));
+}
+
+static int l_drain(lua_State *L)
+{
+  return changed_result(L, rm_screen_drain(check_screen(L, 1)));
 }
 
 /* The WebSocket close code a failed input message calls for. */
@@ -191,7 +202,7 @@ static int l_viewer_gc(lua_State *L)
 }
 
 static const luaL_Reg screen_methods[] = {
-  {"size", l_size},   {"fd", l_fd},         {"poll", l_poll},   {"input", l_input},
+  {"size", l_size},   {"fd", l_fd},         {"poll", l_poll},   {"drain", l_drain}, {"input", l_input},
   {"viewer", l_viewer}, {"close", l_close}, {NULL, NULL}};
 
 static const luaL_Reg viewer_methods[] = {{"frame", l_frame}, {"reset", l_reset}, {NULL, NULL}};

@@ -66,6 +66,11 @@ int rm_screen_fd(const rm_screen *s);
  * damaged. Returns 1 if some tile changed or the size changed, 0 if not,
  * RM_EIO once the X connection is lost. */
 int rm_screen_poll(rm_screen *s);
+/* Drains X events without grabbing: damage accumulates until the next poll,
+ * so a caller whose viewers are all busy grabs once when one is ready, not
+ * at every tick. Returns 1 if something was drawn (or the size changed)
+ * since the last poll, 0 if not, RM_EIO once the X connection is lost. */
+int rm_screen_drain(rm_screen *s);
 /* The framebuffer: w*h pixels 0x00RRGGBB, row stride w. Valid until the next
  * poll. */
 const uint32_t *rm_screen_pixels(const rm_screen *s);

@@ -386,6 +386,26 @@ static void test_damage_marks_tiles(void)
   CHECK_EQ(rm_screen_tile_version(scr, 1, 1), before[1 * ntx + 1]);
 }
 
+/* drain() reads the damage but grabs nothing; the next poll grabs it all. */
+static void test_drain_defers_the_grab(void)
+{
+  uint32_t v0 = rm_screen_tile_version(scr, 2, 2);
+  int drawn = 0;
+  fill(canvas, 140, 140, 10, 10, 0x123456); /* inside tile (2,2) */
+  XSync(d, False);
+  for (int i = 0; i < 100 && !drawn; i++) {
+    CHECK((drawn = rm_screen_drain(scr)) >= 0);
+    if (!drawn) sleep_ms(10);
+  }
+  CHECK_EQ(drawn, 1);
+  CHECK_EQ(rm_screen_drain(scr), 1); /* still pending: nothing was grabbed */
+  CHECK_EQ(rm_screen_tile_version(scr, 2, 2), v0);
+  CHECK_EQ(rm_screen_poll(scr), 1);
+  CHECK(rm_screen_tile_version(scr, 2, 2) != v0);
+  CHECK_EQ(rm_screen_pixels(scr)[145 * SW + 145], 0x123456u);
+  CHECK_EQ(rm_screen_drain(scr), 0);
+}
+
 static void test_viewer_full_then_changes(void)
 {
   rm_screen_viewer *v;
@@ -862,6 +882,7 @@ int main(void)
   }
   RUN(test_capture);
   RUN(test_damage_marks_tiles);
+  RUN(test_drain_defers_the_grab);
   RUN(test_viewer_full_then_changes);
   RUN(test_two_viewers);
   RUN(test_png_exact);

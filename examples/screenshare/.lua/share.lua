@@ -1,13 +1,14 @@
 -- share.lua: one X display, any number of viewers, each at its own pace.
 --
--- A repeating timer polls the display (scr:poll drains X events and grabs
--- what XDamage reported; it never waits for anything but the local X
--- server). Every viewer has two coroutines:
---   * the pusher loops frame -> write. ws:write suspends it while the
---     socket's queue is over its bound, so the next frame is only made once
---     the previous one went to the kernel: a slow viewer gets fewer, fresher
---     frames and never a growing queue. With nothing new it parks itself
---     (disable) until the poller sees a change and wakes it (enable).
+-- A repeating timer drains the display's events (scr:drain: what XDamage
+-- reported accumulates; it never waits for anything but the local X server).
+-- Every viewer has two coroutines:
+--   * the pusher loops grab (scr:poll) -> frame -> write. ws:write suspends
+--     it while the socket's queue is over its bound, so the next frame is
+--     only made once the previous one went to the kernel: a slow viewer gets
+--     fewer, fresher frames and never a growing queue. With nothing new it
+--     parks itself (disable) until the timer sees a change and wakes it
+--     (enable).
 --   * the reader takes input messages and hands them to scr:input; a bad
 --     one closes this viewer with the code scr:input gives (1007, 1009).
 -- Either one ending ends the other; a viewer that disconnects mid-frame
@@ -46,15 +47,21 @@ function M.new(display)
   return self
 end
 
--- The poll timer: a change wakes every parked pusher.
+-- The X connection is lost: every viewer is disconnected.
+function M:lost(err)
+  trace("screenshare: " .. tostring(err) .. "; viewers are disconnected")
+  for pusher in pairs(self.parked) do pusher:close() end
+  self.dead = true
+end
+
+-- The timer drains X events only: the damage they report accumulates until a
+-- viewer is ready for a frame, so the screen is grabbed once per frame made,
+-- not at every tick while every viewer still has frames in flight. Something
+-- drawn wakes every parked pusher.
 function M:tick()
-  local changed, err = self.scr:poll()
-  if changed == nil then
-    trace("screenshare: " .. tostring(err) .. "; viewers are disconnected")
-    for pusher in pairs(self.parked) do pusher:close() end
-    return false
-  end
-  if changed then
+  local drawn, err = self.scr:drain()
+  if drawn == nil then self:lost(err) return false end
+  if drawn and next(self.parked) then
     -- A woken pusher runs at once and may park again: into a fresh table,
     -- since adding keys to the one being traversed is not allowed.
     local woken = self.parked
@@ -64,12 +71,21 @@ function M:tick()
   return true
 end
 
+-- The next update for viewer v: grabs what was drawn since the last grab.
+function M:frame(v)
+  if self.dead then return nil end
+  local ok, err = self.scr:poll()
+  if ok == nil then self:lost(err) return nil end
+  return v:frame()
+end
+
 -- The pusher makes a frame only when the viewer has painted all but
 -- `inflight` of those it was sent (ACK messages) and something changed.
 local function pusher_loop(self, ws, v, viewer)
   return function(me)
     while true do
-      local msg = viewer.unacked < self.inflight and v:frame()
+      local msg = viewer.unacked < self.inflight and self:frame(v)
+      if self.dead then break end
       if msg then
         viewer.unacked = viewer.unacked + 1
         if not ws:write(msg) then break end
