@@ -39,16 +39,14 @@ typedef struct spare {
 } spare;
 
 typedef struct ws {
-  rm_ws_config cfg;
-  rm_ws_deflate_params agreed;
-  rm_ws_reader *rd;
+  rm_ws_reader *rd;          /* its configuration is the connection's (rm_ws_reader_config) */
   /* With permessage-deflate: made by the first message sent (zlib's state
    * is about 300 KB), and let go after each one when this side compresses
    * every message afresh (its no_context_takeover). */
   rm_ws_deflater *zd;
   rm_timer *ping;            /* keep-alive, or NULL */
   long close_ms;
-  int close_sent, close_received, peer_code;
+  int is_server, close_sent, close_received, peer_code;
   char *names;               /* "subprotocol\0extensions\0" as agreed, NULL when both are empty */
   spare *spare;
   uint8_t *in;               /* bytes read, [in_off, in_len) not yet passed to the reader */
@@ -57,7 +55,7 @@ typedef struct ws {
 
 /* ---- frames out ---- */
 
-static int is_client(const ws *w) { return !w->cfg.is_server; }
+static int is_client(const ws *w) { return !w->is_server; }
 
 /* A control frame goes straight into the queue (not through the FIFO of
  * writers): control frames may be sent between the frames of messages. */
@@ -93,8 +91,9 @@ static int push_frame(lua_State *L, ws *w, int text) {
   size_t plen;
   const uint8_t *msg = (const uint8_t *)lua_tolstring(L, 2, &plen), *pay = msg;
   int flags = RM_WS_FIN;
-  if (w->cfg.deflate) {
-    if (!w->zd && !(w->zd = rm_ws_deflater_new(&w->cfg))) return RM_ENOMEM;
+  const rm_ws_config *cfg = rm_ws_reader_config(w->rd);
+  if (cfg->deflate) {
+    if (!w->zd && !(w->zd = rm_ws_deflater_new(cfg))) return RM_ENOMEM;
     int rc = rm_ws_deflate(w->zd, msg, plen, 1, &pay, &plen);
     if (rc < 0) return rc;
     flags |= RM_WS_RSV1;
@@ -116,7 +115,7 @@ static int push_frame(lua_State *L, ws *w, int text) {
     lua_pushvalue(L, 2);
   }
   lua_remove(L, 2);
-  if (w->zd && (is_client(w) ? w->agreed.client_no_context_takeover : w->agreed.server_no_context_takeover)) {
+  if (w->zd && (is_client(w) ? cfg->deflate->client_no_context_takeover : cfg->deflate->server_no_context_takeover)) {
     rm_ws_deflater_free(w->zd);   /* its output is copied into the frame */
     w->zd = NULL;
   }
@@ -423,8 +422,8 @@ int rm_ws_info(lua_State *L) {
   const char *proto = w->names ? w->names : "", *ext = proto + strlen(proto) + (w->names != NULL);
   if (*proto) { lua_pushstring(L, proto); lua_setfield(L, -2, "protocol"); }
   if (*ext) { lua_pushstring(L, ext); lua_setfield(L, -2, "extensions"); }
-  lua_pushboolean(L, w->cfg.deflate != NULL); lua_setfield(L, -2, "deflate");
-  lua_pushboolean(L, w->cfg.is_server); lua_setfield(L, -2, "server");
+  lua_pushboolean(L, rm_ws_reader_config(w->rd)->deflate != NULL); lua_setfield(L, -2, "deflate");
+  lua_pushboolean(L, w->is_server); lua_setfield(L, -2, "server");
   return 1;
 }
 
@@ -487,18 +486,16 @@ static int attach(lua_State *L, rm_sock *s, int server, int opts, const rm_ws_de
   memset(w, 0, sizeof *w);
   w->spare = sp;
   w->close_ms = (long)close_ms;
-  w->cfg.is_server = server;
-  w->cfg.fragment_mode = opt_bool(L, opts, "fragment", 0);
-  w->cfg.max_frame = (uint64_t)max_frame;
-  w->cfg.max_message = (uint64_t)max_message;
-  w->cfg.deflate_level = (int)level;
-  w->cfg.alloc = rm_loop_allocator(loop, &w->cfg.alloc_ud);
-  if (agreed) { w->agreed = *agreed; w->cfg.deflate = &w->agreed; }
+  w->is_server = server;
+  rm_ws_config cfg = {.is_server = server, .fragment_mode = opt_bool(L, opts, "fragment", 0),
+                      .deflate = agreed, .max_frame = (uint64_t)max_frame,
+                      .max_message = (uint64_t)max_message, .deflate_level = (int)level};
+  cfg.alloc = rm_loop_allocator(loop, &cfg.alloc_ud);
   if (!set_names(loop, w, protocol ? protocol : "", extensions ? extensions : "")) {
     ws_free(loop, w);
     return luaL_error(L, "out of memory");
   }
-  w->rd = rm_ws_reader_new(&w->cfg);
+  w->rd = rm_ws_reader_new(&cfg);
   if (ping > 0) w->ping = rm_timer_new(loop, on_ping_timer, s);
   if (prelen && (w->in = rm_loop_alloc(loop, prelen)) != NULL) w->in_cap = prelen;
   if (!w->rd || (ping > 0 && !w->ping) || (prelen && !w->in)) {

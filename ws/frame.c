@@ -161,7 +161,7 @@ static int take_head(rm_ws_decoder *d, const uint8_t *buf, size_t n, size_t *pos
     if (k > n - *pos)
       k = n - *pos;
     memcpy(d->head + d->head_len, buf + *pos, k);
-    d->head_len += (unsigned)k;
+    d->head_len += (uint8_t)k;
     *pos += k;
     if (d->head_len == 2 && (err = check_start(d)) < 0)
       return err;

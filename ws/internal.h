@@ -31,18 +31,18 @@ static inline uint64_t rm__ws_limit(uint64_t v)
 enum { RM__WS_ST_HEAD, RM__WS_ST_DATA, RM__WS_ST_CONTROL, RM__WS_ST_CLOSED };
 
 struct rm_ws_decoder {
-  int is_server;        /* received frames must be masked */
-  int deflate;          /* RSV1 is allowed */
   uint64_t max_frame, max_message;
-  int state;
-  uint8_t head[RM_WS_MAX_HEADER];
-  unsigned head_len, head_need;
-  int opcode, fin, rsv1, masked;
-  uint8_t mask[4];
   uint64_t frame_len, frame_pos;
-  int in_message;       /* a fragmented message waits for continuation frames */
-  int msg_opcode, msg_rsv1;
   uint64_t msg_len;
+  uint8_t is_server;    /* received frames must be masked */
+  uint8_t deflate;      /* RSV1 is allowed */
+  uint8_t state;
+  uint8_t head_len, head_need;
+  uint8_t opcode, fin, rsv1, masked;
+  uint8_t in_message;   /* a fragmented message waits for continuation frames */
+  uint8_t msg_opcode, msg_rsv1;
+  uint8_t head[RM_WS_MAX_HEADER];
+  uint8_t mask[4];
   uint8_t control[RM_WS_MAX_CONTROL];
   int error;
   const char *why;

@@ -72,6 +72,11 @@ int rm_ws_reader_busy(const rm_ws_reader *r)
   return r->inflating;
 }
 
+const rm_ws_config *rm_ws_reader_config(const rm_ws_reader *r)
+{
+  return &r->cfg;
+}
+
 static int fail(rm_ws_reader *r, int err, const char *why)
 {
   r->error = err;

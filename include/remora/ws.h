@@ -191,6 +191,10 @@ const char *rm_ws_reader_why(const rm_ws_reader *r);
  * mode: a compressed piece not inflated whole yet)? While it does, that part
  * of buf must stay; otherwise buf may be reused once every byte was passed. */
 int rm_ws_reader_busy(const rm_ws_reader *r);
+/* The reader's own copy of the configuration it was made with (deflate
+ * points to its copy of the agreed parameters): what the same connection's
+ * compressor can be made from, without a copy of its own. */
+const rm_ws_config *rm_ws_reader_config(const rm_ws_reader *r);
 
 /* ---- Encoder ------------------------------------------------------------ */
 
