@@ -12,6 +12,7 @@
  * the connection is closed mid-body so the client sees the answer is cut.
  */
 #include <ctype.h>
+#include <stddef.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ typedef struct rm_req {
   rm_app *app;
   rm_co *co;             /* the page's coroutine, while it runs */
   rm_co *drain_waiter;   /* the page, waiting for the queue to drain */
+  rm_rt_task start;      /* a page started later (a pipelined request) */
   int ref;               /* registry anchor while the page runs */
   int status, committed, final, broken, failed;
   int returned;          /* the page function returned or raised (else it was killed) */
@@ -725,26 +727,32 @@ static void page_done(rm_co *co, int result) {
 
 static int start_on_pool(lua_State *L, rm_req *r, int req);
 
-/* Starts the page of x: its request object, environment and coroutine (or
- * its worker job). */
-static void start_page(rm_app *a, rm_http_exchange *x) {
-  rm_rt *rt = a->rt;
-  lua_State *L = rt->L;
-  int top = lua_gettop(L);
+/* The request object of x, anchored in the registry until its page ends. */
+static rm_req *new_req(rm_app *a, rm_http_exchange *x) {
+  lua_State *L = a->rt->L;
   rm_req *r = lua_newuserdatauv(L, sizeof *r, NUV);
   memset(r, 0, sizeof *r);
   luaL_setmetatable(L, REQ_MT);
-  int req = lua_gettop(L);
   r->x = x;
   r->app = a;
   r->status = 200;
   r->content_length = -1;
   lua_newtable(L);
-  lua_setiuservalue(L, req, UV_HEADERS);
-  lua_pushvalue(L, req);
+  lua_setiuservalue(L, -2, UV_HEADERS);
   r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   *rm_http_x_data(x) = r;
-  if (rm_lsp_load_stat(L, rm_http_x_file(x), rm_http_x_stat(x)) != 0) {   /* a page that does not compile */
+  return r;
+}
+
+/* Starts r's page: its environment and coroutine (or its worker job). */
+static void start_page(rm_req *r) {
+  rm_app *a = r->app;
+  rm_rt *rt = a->rt;
+  lua_State *L = rt->L;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
+  int req = lua_gettop(L);
+  if (rm_lsp_load_stat(L, rm_http_x_file(r->x), rm_http_x_stat(r->x)) != 0) {   /* a page that does not compile */
     r->failed = 1;
     lua_setiuservalue(L, req, UV_ERROR);
     page_end(L, r, req);
@@ -768,6 +776,10 @@ static void start_page(rm_app *a, rm_http_exchange *x) {
   r->co->on_done = page_done;
   lua_settop(L, top);
   rm_co_run(r->co);
+}
+
+static void start_later(rm_rt *rt, rm_rt_task *t) {
+  start_page((rm_req *)((char *)t - offsetof(rm_req, start)));
 }
 
 /* ---- pages on the worker pool (--pages-on-pool) ---- */
@@ -809,28 +821,16 @@ static int start_on_pool(lua_State *L, rm_req *r, int req) {
   return lua_pcall(L, 4, 0, 0) == LUA_OK ? 0 : -1;
 }
 
-typedef struct deferred { rm_app *app; rm_http_exchange *x; } deferred;
-
-static void run_deferred(void *arg) {
-  deferred *d = arg;
-  rm_rt *rt = d->app->rt;
-  rm_rt_enter(rt);
-  start_page(d->app, d->x);
-  rm_rt_run_ready(rt);
-  rm_rt_leave(rt);
-  free(d);
-}
-
 static void page_run(rm_http_exchange *x, void *ud) {
   rm_app *a = ud;
-  if (a->h->in_lua) {   /* called from Lua (a pipelined request): not nested */
-    deferred *d = malloc(sizeof *d);
-    if (d) { d->app = a; d->x = x; }
-    if (!d || rm_loop_post(a->rt->loop, run_deferred, d) != RM_OK) { free(d); rm_http_x_finish(x, 1); }
+  if (a->h->in_lua) {   /* called from Lua (the end of the previous page): not nested */
+    rm_rt_task *t = &new_req(a, x)->start;
+    t->fn = start_later;
+    rm_rt_later(a->rt, t);
     return;
   }
   rm_rt_enter(a->rt);
-  start_page(a, x);
+  start_page(new_req(a, x));
   rm_rt_run_ready(a->rt);
   rm_rt_leave(a->rt);
 }

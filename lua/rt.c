@@ -360,17 +360,31 @@ void rm_co_wake_with(rm_co *co, lua_State *from, int nargs) {
   rm_co_wake(co, RM_WAKE_READY);
 }
 
+void rm_rt_later(rm_rt *rt, rm_rt_task *t) {
+  t->next = NULL;
+  if (rt->later_tail) rt->later_tail->next = t; else rt->later_head = t;
+  rt->later_tail = t;
+}
+
 void rm_rt_run_ready(rm_rt *rt) {
-  if (rt->running) return;   /* the outermost resume drains the queue */
-  rm_co *co;
-  while ((co = rt->ready_head) != NULL) {
-    rt->ready_head = co->rnext;
-    if (!rt->ready_head) rt->ready_tail = NULL;
-    co->ready = 0;
-    co->waiting = RM_WAIT_NONE;
-    int n = co->nargs;
-    co->nargs = 0;
-    co_resume(co, n);
+  if (rt->running) return;   /* the outermost resume drains the queues */
+  for (;;) {
+    rm_co *co = rt->ready_head;
+    if (co) {
+      rt->ready_head = co->rnext;
+      if (!rt->ready_head) rt->ready_tail = NULL;
+      co->ready = 0;
+      co->waiting = RM_WAIT_NONE;
+      int n = co->nargs;
+      co->nargs = 0;
+      co_resume(co, n);
+      continue;
+    }
+    rm_rt_task *t = rt->later_head;
+    if (!t) return;
+    rt->later_head = t->next;
+    if (!rt->later_head) rt->later_tail = NULL;
+    t->fn(rt, t);
   }
 }
 

@@ -53,6 +53,13 @@ struct rm_co {
   void *data;            /* for on_done */
 };
 
+/* Work for later (rm_rt_later): a record the caller owns, valid until fn runs. */
+typedef struct rm_rt_task rm_rt_task;
+struct rm_rt_task {
+  rm_rt_task *next;
+  void (*fn)(rm_rt *rt, rm_rt_task *t);
+};
+
 enum { RM_RT_SPARE_THREADS = 32 };   /* finished coroutine threads kept for reuse */
 
 struct rm_rt {
@@ -66,6 +73,7 @@ struct rm_rt {
   rm_pool *pool;         /* worker threads; NULL when there are none */
   rm_co *all;
   rm_co *ready_head, *ready_tail;
+  rm_rt_task *later_head, *later_tail;   /* rm_rt_later */
   lua_State *running;    /* the coroutine being resumed, or NULL */
   int shutting_down, nco, dev;
   int threads;           /* configured worker count (-1: per CPU) */
@@ -96,6 +104,11 @@ int rm_co_suspend(lua_State *L, rm_co *co, int why, rm_sock *on, long timeout_ms
 void rm_co_wake(rm_co *co, int reason);
 void rm_co_wake_with(rm_co *co, lua_State *from, int nargs);
 void rm_rt_run_ready(rm_rt *rt);
+/* Runs t->fn once the Lua call in progress has returned to the outermost
+ * rm_rt_run_ready, after the coroutines it woke: for work that must not nest
+ * inside that call (the page of a pipelined request, made ready by the end
+ * of the previous page), without a trip through the loop. */
+void rm_rt_later(rm_rt *rt, rm_rt_task *t);
 
 /* The Lua lock around every entry into Lua from the dispatcher or a worker. */
 void rm_rt_lock_init(rm_rt *rt);
