@@ -91,8 +91,11 @@ static void buf_free(rm_req *r) {
  * strings stay on L's stack (in the headers table) while used. */
 static size_t collect_fields(lua_State *L, rm_req *r, int ud, rm_http_header *f) {
   size_t n = 0;
-  lua_getiuservalue(L, ud, UV_HEADERS);
-  int t = lua_gettop(L);
+  int t = lua_gettop(L) + 1;
+  if (lua_getiuservalue(L, ud, UV_HEADERS) != LUA_TTABLE) {   /* the page set none */
+    f[n++] = (rm_http_header){"Content-Type", 12, "text/html; charset=utf-8", 24};
+    return n;
+  }
   if (lua_getfield(L, t, "content-type") == LUA_TNIL)
     f[n++] = (rm_http_header){"Content-Type", 12, "text/html; charset=utf-8", 24};
   lua_pop(L, 1);
@@ -206,10 +209,16 @@ static int emit(lua_State *L) {
 /* ---- response methods ---- */
 
 /* Sets (value NULL: removes) a response field of the object at ud. The
- * table is keyed by the lower-case name, so each name is set once. */
+ * table is keyed by the lower-case name, so each name is set once; it is
+ * made on the first field (most pages set none). */
 static void set_field(lua_State *L, int ud, const char *name, const char *value) {
   luaL_Buffer b;
-  lua_getiuservalue(L, ud, UV_HEADERS);
+  if (lua_getiuservalue(L, ud, UV_HEADERS) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, ud, UV_HEADERS);
+  }
   luaL_buffinit(L, &b);
   for (const char *p = name; *p; p++) luaL_addchar(&b, (char)tolower((unsigned char)*p));
   luaL_pushresult(&b);
@@ -284,7 +293,7 @@ static int reset(lua_State *L, rm_req *r, int ud) {
   r->status = 200;
   r->final = 0;
   r->content_length = -1;
-  lua_newtable(L);
+  lua_pushnil(L);
   lua_setiuservalue(L, ud, UV_HEADERS);
   return 1;
 }
@@ -580,18 +589,17 @@ static int req_multipart(lua_State *L) {
 
 /* ---- page environments and include/forward ---- */
 
-/* A fresh environment for r running a page whose `page` table is on top. */
+/* A fresh environment for r: only what belongs to the request (request,
+ * response, print and _emit) is set in it, in a table just big enough; the
+ * rest comes from the app through the shared metatable, and `page` is the
+ * page function's own (lsp.c). Fresh, not reused: a closure made by a page
+ * may outlive it, and must go on seeing its own (expired) request. */
 static void push_env(lua_State *L, rm_req *r, int req) {
-  int page = lua_gettop(L);
-  lua_createtable(L, 0, 8);
+  lua_createtable(L, 0, 4);
   lua_pushvalue(L, req);
   lua_setfield(L, -2, "request");
   lua_pushvalue(L, req);
   lua_setfield(L, -2, "response");
-  lua_pushvalue(L, page);
-  lua_setfield(L, -2, "page");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, r->app->env);
-  lua_setfield(L, -2, "app");
   lua_pushvalue(L, req);
   lua_pushcclosure(L, emit, 1);
   lua_pushvalue(L, -1);
@@ -599,7 +607,6 @@ static void push_env(lua_State *L, rm_req *r, int req) {
   lua_setfield(L, -2, "print");
   lua_rawgeti(L, LUA_REGISTRYINDEX, r->app->envmt);
   lua_setmetatable(L, -2);
-  lua_remove(L, page);
 }
 
 /* A function that emits a file as it is (include of a static file). */
@@ -637,7 +644,6 @@ static int req_page(lua_State *L) {
   } else {
     lua_pushstring(L, file);
     lua_pushcclosure(L, emit_file, 1);
-    lua_newtable(L);
   }
   push_env(L, r, 1);
   return 2;
@@ -737,8 +743,6 @@ static rm_req *new_req(rm_app *a, rm_http_exchange *x) {
   r->app = a;
   r->status = 200;
   r->content_length = -1;
-  lua_newtable(L);
-  lua_setiuservalue(L, -2, UV_HEADERS);
   r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   *rm_http_x_data(x) = r;
   return r;

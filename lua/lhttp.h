@@ -42,9 +42,10 @@ extern const rm_http_handler rm_lhttp_handler;
 void rm_lhttp_set_default_server(rm_rt *rt, rm_http_server *s);
 
 /* Compiles LSP source into a Lua chunk whose single argument is the page's
- * environment; pushes the function, or returns an error message (pushed). */
+ * environment (its `page` is the chunk's upvalue, see lsp.c); pushes the
+ * function, or returns an error message (pushed). */
 int rm_lsp_compile(lua_State *L, const char *src, size_t len, const char *chunkname);
-/* Pushes the compiled page for file and its persistent `page` table
+/* Pushes the compiled page for file, bound to its persistent `page` table
  * (recompiled when the file changed). Returns 0, or pushes an error message
  * and returns -1. */
 int rm_lsp_load(lua_State *L, const char *file);

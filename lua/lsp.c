@@ -2,9 +2,12 @@
  *
  * A page is text with Lua in it: `<?lsp code ?>` runs code, `<?lsp= expr ?>`
  * emits tostring(expr), and all other text is emitted as it is. The compiler
- * turns a page into one Lua chunk, "local _ENV = ...;" followed by the code
+ * turns a page into one Lua chunk, "local page, _ENV = _ENV, ...;" followed by the code
  * and _emit("text") calls, keeping every newline where it was so that error
- * messages name the page's own line numbers. Inside code, strings and long
+ * messages name the page's own line numbers. The chunk's own upvalue (the
+ * _ENV it was loaded with) becomes the local `page`: the loader sets it to
+ * the page's persistent table, so no request has to put it in its
+ * environment. Inside code, strings and long
  * comments are skipped while looking for `?>`, so a "?>" in a Lua string does
  * not end the block.
  *
@@ -90,7 +93,7 @@ int rm_lsp_compile(lua_State *L, const char *src, size_t len, const char *chunkn
   luaL_Buffer b;
   const char *p = src, *end = src + len;
   luaL_buffinit(L, &b);
-  luaL_addstring(&b, "local _ENV = ...; ");
+  luaL_addstring(&b, "local page, _ENV = _ENV, ...; ");
   while (p < end) {
     const char *tag = NULL;
     for (const char *q = p; (q = memchr(q, '<', (size_t)(end - q))) != NULL; q++)
@@ -134,10 +137,10 @@ static int read_file(lua_State *L, const char *file, size_t size) {
   return 0;
 }
 
-/* Leaves only the two values on top (fn, page) above base. */
-static int keep_top2(lua_State *L, int base) {
-  lua_rotate(L, base + 1, 2);
-  lua_settop(L, base + 2);
+/* Leaves only the value on top (fn) above base. */
+static int keep_top(lua_State *L, int base) {
+  lua_replace(L, base + 1);
+  lua_settop(L, base + 1);
   return 0;
 }
 
@@ -170,8 +173,7 @@ int rm_lsp_load_stat(lua_State *L, const char *file, const struct stat *known) {
     lua_pop(L, 2);
     if (fresh) {
       lua_rawgeti(L, entry, 1);
-      lua_rawgeti(L, entry, 2);
-      return keep_top2(L, base);
+      return keep_top(L, base);
     }
   }
   if (read_file(L, file, (size_t)st.st_size) != 0) return fail(L, base);
@@ -186,6 +188,8 @@ int rm_lsp_load_stat(lua_State *L, const char *file, const struct stat *known) {
   if (lua_istable(L, entry)) lua_rawgeti(L, entry, 2); else lua_newtable(L);   /* page survives edits */
   int page = lua_gettop(L);
   lua_pushvalue(L, page);
+  lua_setupvalue(L, fn, 1);   /* the chunk's `page` */
+  lua_pushvalue(L, page);
   lua_rawseti(L, -3, 2);
   lua_pushnumber(L, stamp);
   lua_rawseti(L, -3, 3);
@@ -194,6 +198,5 @@ int rm_lsp_load_stat(lua_State *L, const char *file, const struct stat *known) {
   lua_pushvalue(L, -2);
   lua_setfield(L, cache, file);
   lua_pushvalue(L, fn);
-  lua_pushvalue(L, page);
-  return keep_top2(L, base);
+  return keep_top(L, base);
 }
