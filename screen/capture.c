@@ -325,15 +325,21 @@ int rm_screen_drain(rm_screen *s)
   return s->any_damage || s->resized;
 }
 
-int rm_screen_poll(rm_screen *s)
+int rm_screen_grab(rm_screen *s)
 {
-  int rc = rm_screen_drain(s), resized = s->resized;
-  if (rc <= 0) return rc;
+  int resized = s->resized;
+  if (s->dead) return RM_EIO;
   s->resized = 0;
   if (!s->any_damage) return resized;
   /* Raw reports never need the server's region: drop it so it cannot grow. */
   if (s->damage_event >= 0) XDamageSubtract(s->dpy, s->damage, None, None);
   return grab(s) || resized;
+}
+
+int rm_screen_poll(rm_screen *s)
+{
+  int rc = rm_screen_drain(s);
+  return rc <= 0 ? rc : rm_screen_grab(s);
 }
 
 static int open_fail(rm_screen *s, int rc, char *err, size_t errlen, const char *why)
@@ -369,6 +375,7 @@ int rm_screen_open(const rm_screen_config *cfg, rm_screen **out, char *err, size
   s->alloc_ud = ud;
   s->max_clipboard = cfg && cfg->max_clipboard ? cfg->max_clipboard : 256 * 1024;
   s->damage_event = -1;
+  XInitThreads(); /* grabs may run on another thread than input (lscreen.c) */
   s->dpy = XOpenDisplay(cfg ? cfg->display : NULL);
   if (!s->dpy) return open_fail(s, RM_ECONNECT, err, errlen, "cannot open the X display");
   XSetErrorHandler(ignore_x_error);

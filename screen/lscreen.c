@@ -4,27 +4,63 @@
  *   scr:size() -> w, h      scr:fd() -> n      scr:poll() -> changed
  *   scr:drain() -> drawn (X events only; the grab waits for the next poll)
  *   scr:viewer([{quality=, png_level=, max_colours=}]) -> viewer
- *   viewer:frame() -> string or nil      viewer:reset()
+ *   viewer:frame([grab]) -> string or nil      viewer:reset()
  *   scr:input(msg) -> true[, reply] or nil, reason, close_code
  *   scr:close()
  *
  * Bad client input never raises: input() returns nil, a reason and the
  * WebSocket close code that fits. Only programming errors (wrong argument
  * types, a closed screen) raise. Memory comes from the Lua state's allocator.
+ *
+ * The encoder thread. In remora, viewer:frame() called from a coroutine runs
+ * on a thread of the screen's own while the coroutine waits, so a 10-50 ms
+ * grab and encode does not hold up the dispatcher (input from viewers, other
+ * sockets). Jobs run one at a time, in order. While any is queued or running
+ * the screen is "busy": drain() reports nothing (the damage waits in the X
+ * connection) and poll() refuses, so only the encoder touches the
+ * framebuffer; input() goes on, as it touches only the X connection (Xlib is
+ * initialised for threads) and the input state. Everything else about
+ * screens and viewers happens with the Lua lock held on the dispatcher.
  */
+#include <pthread.h>
+#include <string.h>
 #include <lua.h>
 #include <lauxlib.h>
+#include "lua/rt.h"
 #include "screen/screen.h"
 
 #define SCREEN_MT "remora.screen"
 #define VIEWER_MT "remora.screen.viewer"
 
-typedef struct lscreen {
+enum { JOB_IDLE, JOB_QUEUED, JOB_RUNNING, JOB_FINISHED };
+
+typedef struct lscreen lscreen;
+
+/* One frame to make off the dispatcher; at most one per viewer. */
+typedef struct job {
+  struct job *next;
+  lscreen *u;
+  rm_screen_viewer *v;
+  rm_co *co;          /* the waiting coroutine; NULL once it stopped waiting */
+  int grab, state, anchor;
+  int rc;             /* rm_screen_grab / rm_screen_frame result */
+  const uint8_t *msg;
+  size_t len;
+} job;
+
+struct lscreen {
   rm_screen *s;
-} lscreen;
+  rm_rt *rt;          /* NULL outside remora: everything runs inline */
+  int started, quit, busy;
+  pthread_t thread;
+  pthread_mutex_t mu; /* guards the queue, quit and job states */
+  pthread_cond_t cv;
+  job *head, *tail;
+};
 
 typedef struct lviewer {
   rm_screen_viewer *v;
+  job job;
 } lviewer;
 
 static rm_screen *check_screen(lua_State *L, int idx)
@@ -42,7 +78,10 @@ static int l_open(lua_State *L)
   cfg.display = luaL_optstring(L, 1, NULL);
   cfg.alloc = lua_getallocf(L, &cfg.alloc_ud);
   u = lua_newuserdatauv(L, sizeof *u, 0);
-  u->s = NULL;
+  memset(u, 0, sizeof *u);
+  u->rt = rm_rt_get(L);
+  pthread_mutex_init(&u->mu, NULL);
+  pthread_cond_init(&u->cv, NULL);
   luaL_setmetatable(L, SCREEN_MT);
   if (rm_screen_open(&cfg, &u->s, err, sizeof err) < 0) {
     luaL_pushfail(L);
@@ -81,12 +120,26 @@ static int changed_result(lua_State *L, int rc)
 
 static int l_poll(lua_State *L)
 {
-  return changed_result(L, rm_screen_poll(check_screen(L, 1)));
+  rm_screen *s = check_screen(L, 1);
+  lscreen *u = lua_touserdata(L, 1);
+  if (u->busy) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "busy");
+    return 2;
+  }
+  return changed_result(L, rm_screen_poll(s));
 }
 
+/* While frames are being made, events wait in the X connection. */
 static int l_drain(lua_State *L)
 {
-  return changed_result(L, rm_screen_drain(check_screen(L, 1)));
+  rm_screen *s = check_screen(L, 1);
+  lscreen *u = lua_touserdata(L, 1);
+  if (u->busy) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  return changed_result(L, rm_screen_drain(s));
 }
 
 /* The WebSocket close code a failed input message calls for. */
@@ -139,7 +192,7 @@ static int l_viewer(lua_State *L)
     cfg.max_colours = opt_field(L, "max_colours", 1, 256);
   }
   u = lua_newuserdatauv(L, sizeof *u, 1);
-  u->v = NULL;
+  memset(u, 0, sizeof *u);
   luaL_setmetatable(L, VIEWER_MT);
   lua_pushvalue(L, 1); /* the viewer keeps its screen alive */
   lua_setiuservalue(L, -2, 1);
@@ -147,35 +200,50 @@ static int l_viewer(lua_State *L)
   return 1;
 }
 
+/* Lets queued jobs finish, then stops the encoder (a close waits for at most
+ * the frames already asked for). */
+static void encoder_stop(lscreen *u)
+{
+  if (!u->started) return;
+  pthread_mutex_lock(&u->mu);
+  u->quit = 1;
+  pthread_cond_broadcast(&u->cv);
+  pthread_mutex_unlock(&u->mu);
+  pthread_join(u->thread, NULL);
+  u->started = 0;
+}
+
 static int l_close(lua_State *L)
 {
   lscreen *u = luaL_checkudata(L, 1, SCREEN_MT);
+  if (!u->s) return 0;
+  encoder_stop(u);
   rm_screen_close(u->s);
   u->s = NULL;
+  pthread_mutex_destroy(&u->mu);
+  pthread_cond_destroy(&u->cv);
   return 0;
 }
 
 /* The viewer and the (open) screen it belongs to. */
-static rm_screen_viewer *check_viewer(lua_State *L, rm_screen **s)
+static lviewer *check_viewer(lua_State *L, lscreen **su)
 {
   lviewer *u = luaL_checkudata(L, 1, VIEWER_MT);
   lua_getiuservalue(L, 1, 1);
-  *s = check_screen(L, -1);
+  check_screen(L, -1);
+  *su = lua_touserdata(L, -1);
   lua_pop(L, 1);
   if (!u->v) luaL_error(L, "viewer is closed");
-  return u->v;
+  if (u->job.state != JOB_IDLE) luaL_error(L, "viewer is busy making a frame");
+  return u;
 }
 
-static int l_frame(lua_State *L)
+/* What frame() returns for a grab/frame result. */
+static int frame_result(lua_State *L, int rc, const uint8_t *msg, size_t len)
 {
-  rm_screen *s;
-  rm_screen_viewer *v = check_viewer(L, &s);
-  const uint8_t *msg;
-  size_t len;
-  int rc = rm_screen_frame(s, v, &msg, &len);
   if (rc < 0) {
     luaL_pushfail(L);
-    lua_pushliteral(L, "out of memory");
+    lua_pushstring(L, rc == RM_EIO ? "X connection lost" : "out of memory");
     return 2;
   }
   if (rc == 0) {
@@ -186,16 +254,135 @@ static int l_frame(lua_State *L)
   return 1;
 }
 
+static void run_job(rm_screen *s, job *j)
+{
+  j->rc = j->grab ? rm_screen_grab(s) : 0;
+  if (j->rc >= 0) j->rc = rm_screen_frame(s, j->v, &j->msg, &j->len);
+}
+
+/* On the dispatcher: the job is done; its coroutine, if still waiting, runs. */
+static void job_done(void *arg)
+{
+  job *j = arg;
+  rm_rt *rt = j->u->rt;
+  rm_rt_enter(rt);
+  j->u->busy--;
+  j->state = JOB_IDLE;
+  if (j->co) rm_co_wake(j->co, RM_WAKE_READY);
+  luaL_unref(rt->L, LUA_REGISTRYINDEX, j->anchor);
+  rm_rt_run_ready(rt);
+  rm_rt_leave(rt);
+  rm_loop_unref(rt->loop);
+}
+
+static void *encoder_main(void *arg)
+{
+  lscreen *u = arg;
+  pthread_mutex_lock(&u->mu);
+  for (;;) {
+    job *j = u->head;
+    if (!j) {
+      if (u->quit) break;
+      pthread_cond_wait(&u->cv, &u->mu);
+      continue;
+    }
+    u->head = j->next;
+    if (!u->head) u->tail = NULL;
+    j->state = JOB_RUNNING;
+    pthread_mutex_unlock(&u->mu);
+    run_job(u->s, j);
+    pthread_mutex_lock(&u->mu);
+    j->state = JOB_FINISHED;
+    pthread_cond_broadcast(&u->cv); /* a viewer being collected may wait for it */
+    if (rm_loop_post(u->rt->loop, job_done, j) < 0) j->state = JOB_IDLE; /* only at exit */
+  }
+  pthread_mutex_unlock(&u->mu);
+  return NULL;
+}
+
+/* The coroutine stopped waiting (shutdown): the job finishes unheard. */
+static void job_forget(rm_co *co)
+{
+  ((job *)co->wait_data)->co = NULL;
+}
+
+static int frame_k(lua_State *L, int status, lua_KContext ctx)
+{
+  lviewer *lv = (lviewer *)ctx;
+  rm_co *co = rm_co_current(L);
+  if (co && co->wake != RM_WAKE_READY) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "sysshutdown");
+    return 2;
+  }
+  return frame_result(L, lv->job.rc, lv->job.msg, lv->job.len);
+}
+
+/* Queues the viewer's frame on the encoder (started on first use) and
+ * suspends the calling coroutine until it is made. */
+static int frame_async(lua_State *L, lscreen *su, lviewer *lv, rm_co *co, int grab)
+{
+  job *j = &lv->job;
+  if (!su->started) {
+    if (pthread_create(&su->thread, NULL, encoder_main, su) != 0) return -1;
+    su->started = 1;
+  }
+  lua_pushvalue(L, 1); /* the viewer (and through it the screen) stays alive */
+  *j = (job){NULL, su, lv->v, co, grab, JOB_QUEUED, luaL_ref(L, LUA_REGISTRYINDEX), 0, NULL, 0};
+  su->busy++;
+  rm_loop_ref(su->rt->loop);
+  pthread_mutex_lock(&su->mu);
+  if (su->tail) su->tail->next = j;
+  else su->head = j;
+  su->tail = j;
+  pthread_cond_signal(&su->cv);
+  pthread_mutex_unlock(&su->mu);
+  co->wait_data = j;
+  co->on_wake = job_forget;
+  return rm_co_suspend(L, co, RM_WAIT_OTHER, NULL, -1, frame_k, (lua_KContext)lv);
+}
+
+/* viewer:frame([grab]): with grab, first grabs what drain() saw drawn. */
+static int l_frame(lua_State *L)
+{
+  lscreen *su;
+  lviewer *lv = check_viewer(L, &su);
+  int grab = lua_toboolean(L, 2);
+  rm_co *co = su->rt ? rm_co_current(L) : NULL;
+  job j = {0};
+  if (co && !su->rt->shutting_down) {
+    int rc = frame_async(L, su, lv, co, grab);
+    if (rc >= 0) return rc;
+  }
+  if (su->busy) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "busy");
+    return 2;
+  }
+  j.v = lv->v;
+  j.grab = grab;
+  run_job(su->s, &j);
+  return frame_result(L, j.rc, j.msg, j.len);
+}
+
 static int l_reset(lua_State *L)
 {
-  rm_screen *s;
-  rm_screen_viewer_reset(check_viewer(L, &s));
+  lscreen *su;
+  rm_screen_viewer_reset(check_viewer(L, &su)->v);
   return 0;
 }
 
+/* A viewer collected with its job still on the encoder (only when the whole
+ * state closes) waits for it. */
 static int l_viewer_gc(lua_State *L)
 {
   lviewer *u = luaL_checkudata(L, 1, VIEWER_MT);
+  lscreen *su = u->job.u;
+  if (su && su->s && su->started) {
+    pthread_mutex_lock(&su->mu);
+    while (u->job.state == JOB_QUEUED || u->job.state == JOB_RUNNING) pthread_cond_wait(&su->cv, &su->mu);
+    pthread_mutex_unlock(&su->mu);
+  }
   rm_screen_viewer_free(u->v);
   u->v = NULL;
   return 0;

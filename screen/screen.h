@@ -11,7 +11,9 @@
  * a viewer asked less often simply skips intermediate versions. The message
  * format and the Lua API are in docs/screen-protocol.md.
  *
- * Everything here runs on one thread (the one that owns the X connection).
+ * One thread at a time touches a screen and its viewers, with one exception:
+ * rm_screen_grab and rm_screen_frame may run on a worker while the owning
+ * thread calls rm_screen_input (see rm_screen_grab).
  */
 #ifndef REMORA_SCREEN_H
 #define REMORA_SCREEN_H
@@ -71,6 +73,11 @@ int rm_screen_poll(rm_screen *s);
  * at every tick. Returns 1 if something was drawn (or the size changed)
  * since the last poll, 0 if not, RM_EIO once the X connection is lost. */
 int rm_screen_drain(rm_screen *s);
+/* The other half of poll: grabs what drain saw drawn. Returns as poll. It
+ * touches the framebuffer and the X connection but no input state, so it may
+ * run on another thread while rm_screen_input runs (Xlib is initialised for
+ * threads), provided nothing else touches the screen meanwhile. */
+int rm_screen_grab(rm_screen *s);
 /* The framebuffer: w*h pixels 0x00RRGGBB, row stride w. Valid until the next
  * poll. */
 const uint32_t *rm_screen_pixels(const rm_screen *s);

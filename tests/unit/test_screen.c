@@ -23,6 +23,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include "remora/lua.h"
 #include "screen/screen.h"
 #include "tests/unit/check.h"
 
@@ -818,6 +819,48 @@ static void test_lua_module(void)
   lua_close(L);
 }
 
+/* In remora's runtime, frame() from a coroutine runs on the encoder thread:
+ * while it does, the screen is busy (drain reports nothing, poll refuses)
+ * but input is still served; jobs of two viewers queue one behind the other. */
+static void test_lua_frame_on_encoder(void)
+{
+  rm_loop *loop = rm_loop_new(NULL);
+  rm_lua_config cfg = {0};
+  rm_lua *rt = rm_lua_new(loop, &cfg);
+  char code[2048];
+  int ok = 0;
+  snprintf(code, sizeof code,
+           "local screen = require 'screen'\n"
+           "local scr = assert(screen.open('%s'))\n"
+           "local a, b = scr:viewer(), scr:viewer()\n"
+           "local fa\n"
+           "ba.socket.event(function() fa = a:frame(true) end)\n"
+           "assert(scr:drain() == false)\n"
+           "local p, why = scr:poll(); assert(p == nil and why == 'busy')\n"
+           "assert(not pcall(a.frame, a))   -- a's frame is still being made\n"
+           "local ok, pong = scr:input(string.pack('<BBBBd', 5, 0, 0, 0, 1.5))\n"
+           "assert(ok and pong:byte(1) == 2)\n"
+           "local fb = b:frame(true)          -- queued behind a's\n"
+           "assert(type(fa) == 'string' and fa:byte(1) == 1 and fa:byte(2) == 1, 'a full frame for a')\n"
+           "assert(type(fb) == 'string' and #fb == #fa, 'the same full frame for b')\n"
+           "assert(b:frame(true) == nil)\n"
+           "assert(scr:poll() == false)\n"
+           "scr:close()\n"
+           "_G.done = true\n",
+           display_name);
+  rm_lua_preload(rt, "screen", luaopen_screen);
+  CHECK_EQ(rm_lua_run_string(rt, code, "encoder"), 0);
+  rm_loop_run(loop);
+  rm_lua_lock(rt);
+  lua_getglobal(rm_lua_state(rt), "done");
+  ok = lua_toboolean(rm_lua_state(rt), -1);
+  lua_pop(rm_lua_state(rt), 1);
+  rm_lua_unlock(rt);
+  CHECK(ok);
+  rm_lua_free(rt);
+  rm_loop_free(loop);
+}
+
 /* Not a check: what a 1920x1080 full repaint costs (reported, never asserted). */
 static void measure_full_repaint(void)
 {
@@ -893,6 +936,7 @@ int main(void)
   RUN(test_malformed_input);
   RUN(test_clipboard);
   RUN(test_lua_module);
+  RUN(test_lua_frame_on_encoder);
   RUN(measure_full_repaint);
   rm_screen_close(scr);
   stop_xvfb();

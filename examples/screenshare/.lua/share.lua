@@ -3,7 +3,7 @@
 -- A repeating timer drains the display's events (scr:drain: what XDamage
 -- reported accumulates; it never waits for anything but the local X server).
 -- Every viewer has two coroutines:
---   * the pusher loops grab (scr:poll) -> frame -> write. ws:write suspends
+--   * the pusher loops frame (grab and encode) -> write. ws:write suspends
 --     it while the socket's queue is over its bound, so the next frame is
 --     only made once the previous one went to the kernel: a slow viewer gets
 --     fewer, fresher frames and never a growing queue. With nothing new it
@@ -71,12 +71,14 @@ function M:tick()
   return true
 end
 
--- The next update for viewer v: grabs what was drawn since the last grab.
+-- The next update for viewer v, with what was drawn until now. It is grabbed
+-- and encoded on the screen's encoder thread while this coroutine waits, so
+-- the dispatcher goes on reading input meanwhile.
 function M:frame(v)
-  if self.dead then return nil end
-  local ok, err = self.scr:poll()
-  if ok == nil then self:lost(err) return nil end
-  return v:frame()
+  local drawn, err = self.scr:drain()
+  if drawn ~= nil then drawn, err = v:frame(true) end
+  if err == "X connection lost" then self:lost(err) end
+  return drawn, err
 end
 
 -- The pusher makes a frame only when the viewer has painted all but
@@ -84,8 +86,9 @@ end
 local function pusher_loop(self, ws, v, viewer)
   return function(me)
     while true do
-      local msg = viewer.unacked < self.inflight and self:frame(v)
-      if self.dead then break end
+      local msg, err
+      if viewer.unacked < self.inflight then msg, err = self:frame(v) end
+      if err or self.dead then break end
       if msg then
         viewer.unacked = viewer.unacked + 1
         if not ws:write(msg) then break end
