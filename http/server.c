@@ -43,17 +43,30 @@ static void set_timer(rm_http_exchange *x, unsigned ms) {
 
 /* ---- answers ---- */
 
+/* The server's own lines of every head, made once per second. */
+static size_t own_lines(rm_http_server *s, const char **out) {
+  time_t now = time(NULL);
+  if (!s->own_len || s->own_sec != now) {
+    char date[RM_HTTP_DATE_LEN + 1];
+    rm_http_date_format(now, date);
+    s->own_len = (size_t)snprintf(s->own, sizeof s->own, "Date: %s\r\nServer: remora\r\n", date);
+    s->own_sec = now;
+  }
+  *out = s->own;
+  return s->own_len;
+}
+
 int rm__http_send_head(rm_http_exchange *x, int status, const rm_http_header *fields, size_t n,
                        int framing, uint64_t length, const void *body, size_t len) {
   char buf[HEAD_MAX];
   rm_http_head w;
   const rm_http_request *r = rm_http_parser_request(x->parser);
+  const char *own;
+  size_t own_len = own_lines(x->srv, &own);
   rm_loop_update_time(loop_of(x));
-  const char *date = rm_http_date_cached(&x->srv->date, time(NULL));
   if (!(r->flags & RM_HTTP_KEEP_ALIVE)) x->must_close = 1;
   rm_http_head_begin(&w, buf, sizeof buf, status, NULL);
-  rm_http_head_add(&w, "Date", date, strlen(date));
-  rm_http_head_add(&w, "Server", "remora", 6);
+  rm_http_head_add_lines(&w, own, own_len);
   for (size_t i = 0; i < n; i++) rm_http_head_add(&w, fields[i].name, fields[i].value, fields[i].value_len);
   if (x->must_close) rm_http_head_add(&w, "Connection", "close", 5);
   else if (r->minor == 0) rm_http_head_add(&w, "Connection", "keep-alive", 10);

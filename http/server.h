@@ -31,7 +31,9 @@ struct rm_http_server {
   size_t root_len;
   int nconns;
   int freed;                      /* rm_http_server_free was called */
-  rm_http_date_cache date;
+  char own[64];                   /* "Date: ...\r\nServer: remora\r\n" ... */
+  size_t own_len;
+  time_t own_sec;                 /* ... made for this second */
   rm_http_exchange *all;          /* every connection, for rm_http_server_free */
   rm__http_mapped *map[RM__HTTP_MAP_SLOTS];   /* by hash of the URL path; NULL: empty */
 };

@@ -160,6 +160,9 @@ void rm_http_head_begin(rm_http_head *w, char *buf, size_t cap, int status, cons
 /* Refuses (RM_EINVAL) a name that is not a token and a value holding CR, LF,
  * NUL or other control bytes: no header injection through this call. */
 void rm_http_head_add(rm_http_head *w, const char *name, const char *value, size_t value_len);
+/* Appends whole field lines ("Name: value\r\n"...) as they are, unchecked:
+ * for a server's own lines, made once (its Date and Server lines). */
+void rm_http_head_add_lines(rm_http_head *w, const char *lines, size_t n);
 /* Adds the framing (Content-Length: length, or Transfer-Encoding: chunked,
  * or nothing) and the blank line. Returns the head's length or an error
  * (RM_EFULL when it did not fit, RM_EINVAL for a refused field). */
