@@ -65,18 +65,35 @@ static int pal_index(palette *p, uint32_t c, int limit)
   return p->n++;
 }
 
+/* The two colours looked up last: text alternates between two colours, so
+ * most pixels are found here without hashing. */
+typedef struct recent {
+  uint32_t c[2];
+  int i[2];
+} recent;
+
+static const recent RECENT_NONE = {{0xffffffffu, 0xffffffffu}, {-1, -1}}; /* pixels are 24-bit */
+
+static int recent_index(palette *p, recent *r, uint32_t c, int limit)
+{
+  int i;
+  if (c == r->c[0]) return r->i[0];
+  if (c == r->c[1]) return r->i[1];
+  i = pal_index(p, c, limit);
+  r->c[1] = r->c[0], r->i[1] = r->i[0];
+  r->c[0] = c, r->i[0] = i;
+  return i;
+}
+
 /* Fills the palette from a rectangle; returns 0 if it holds more than limit. */
 static int pal_fill(palette *p, const uint32_t *px, int stride, int w, int h, int limit)
 {
+  recent r = RECENT_NONE;
   pal_clear(p);
   for (int y = 0; y < h; y++) {
     const uint32_t *row = px + (size_t)y * stride;
-    uint32_t last = 0xffffffffu;
-    for (int x = 0; x < w; x++) {
-      if (row[x] == last) continue; /* runs are the common case */
-      last = row[x];
-      if (pal_index(p, last, limit) < 0) return 0;
-    }
+    for (int x = 0; x < w; x++)
+      if (recent_index(p, &r, row[x], limit) < 0) return 0;
   }
   return 1;
 }
@@ -145,14 +162,13 @@ static int raw_indexed(rm__encoder *e, const uint32_t *px, int stride, int w, in
   e->raw.len = 0;
   if (rm__buf_reserve(&e->raw, (rowbytes + 1) * h) < 0) return RM_ENOMEM;
   o = e->raw.p;
+  recent r = RECENT_NONE;
   for (int y = 0; y < h; y++) {
     const uint32_t *row = px + (size_t)y * stride;
-    uint32_t last = row[0];
-    int acc = 0, bits = 0, idx = pal_index(&e->pal, last, 256);
+    int acc = 0, bits = 0;
     *o++ = 0;
     for (int x = 0; x < w; x++) {
-      if (row[x] != last) idx = pal_index(&e->pal, last = row[x], 256); /* runs are the common case */
-      acc = (acc << depth) | idx;
+      acc = (acc << depth) | recent_index(&e->pal, &r, row[x], 256);
       bits += depth;
       if (bits == 8) *o++ = (uint8_t)acc, acc = 0, bits = 0;
     }

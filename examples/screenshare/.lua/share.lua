@@ -37,7 +37,7 @@ function M.new(display)
     count = 0,      -- viewers connected
     poll_ms = env_int("SCREENSHARE_POLL_MS", 10, 1, 1000),
     max_viewers = env_int("SCREENSHARE_MAX_VIEWERS", 16, 1, 1000),
-    quality = env_int("SCREENSHARE_QUALITY", 75, 1, 100),
+    quality = env_int("SCREENSHARE_QUALITY", 85, 1, 100),   -- SSIM at least noVNC's (bench/screen)
     inflight = env_int("SCREENSHARE_INFLIGHT", 2, 1, 64),   -- frames sent but not yet painted
     queuelen = env_int("SCREENSHARE_QUEUE", 64 * 1024, 4096, 16 * 1024 * 1024),
     max_input = 256 * 1024 + 8,   -- the largest valid message: a full clipboard
