@@ -86,4 +86,5 @@ static int pl_wait(rm_loop *loop, void *state, int timeout_ms, rm__fired *out, i
  * with rm_loop_timeout() instead. */
 static int pl_fd(const void *state) { return -1; }
 
-const rm__backend rm__backend_poll = {"poll", pl_create, pl_destroy, pl_set, pl_wait, pl_fd, pl_reserve};
+const rm__backend rm__backend_poll = {"poll", pl_create, pl_destroy, pl_set, pl_wait, pl_fd, pl_reserve,
+                                     NULL /* closing: forgotten like any unwatched fd */};
