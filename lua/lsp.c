@@ -11,15 +11,31 @@
  * comments are skipped while looking for `?>`, so a "?>" in a Lua string does
  * not end the block.
  *
- * Compiled pages are cached in the registry by file name, with the file's
- * modification time and size: a changed file is compiled again on its next
- * request, and keeps its `page` table.
+ * Compiled pages are cached by file name, with the file's modification time
+ * and size: a changed file is compiled again on its next request, and keeps
+ * its `page` table. The cache is a C hash table (in a registry userdata)
+ * holding registry references, so that finding a page makes no Lua string
+ * of its long file name on every request.
  */
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include "lua/lhttp.h"
 
 static const char CACHE_KEY = 'L';   /* registry key: its address */
+
+enum { CACHE_SLOTS = 64 };
+
+/* A compiled page. */
+typedef struct lsp_entry {
+  struct lsp_entry *next;
+  int fn, page;                /* registry references */
+  struct timespec mtime;       /* of the file compiled */
+  off_t size;
+  char file[];
+} lsp_entry;
+
+typedef struct lsp_cache { lsp_entry *slot[CACHE_SLOTS]; } lsp_cache;
 
 /* Emits text as a Lua string literal. Newlines stay newlines in the source
  * (escaped with '\'), so line numbers match the page. */
@@ -137,66 +153,90 @@ static int read_file(lua_State *L, const char *file, size_t size) {
   return 0;
 }
 
-/* Leaves only the value on top (fn) above base. */
-static int keep_top(lua_State *L, int base) {
-  lua_replace(L, base + 1);
-  lua_settop(L, base + 1);
+static int cache_gc(lua_State *L) {
+  lsp_cache *c = lua_touserdata(L, 1);
+  for (int i = 0; i < CACHE_SLOTS; i++)
+    for (lsp_entry *e = c->slot[i], *next; e; e = next) { next = e->next; free(e); }
   return 0;
 }
 
-/* Leaves only the error message on top above base. */
-static int fail(lua_State *L, int base) {
-  lua_replace(L, base + 1);
-  lua_settop(L, base + 1);
-  return -1;
+static lsp_cache *cache_of(lua_State *L) {
+  lsp_cache *c;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CACHE_KEY) == LUA_TUSERDATA) {
+    c = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return c;
+  }
+  lua_pop(L, 1);
+  c = lua_newuserdatauv(L, sizeof *c, 0);
+  memset(c, 0, sizeof *c);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, cache_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &CACHE_KEY);
+  return c;
+}
+
+/* Hashes the length and the last 16 bytes only: the names of an app's
+ * pages share their long start, and strcmp compares the whole name anyway. */
+static lsp_entry **cache_slot(lsp_cache *c, const char *file) {
+  size_t n = strlen(file), h = n;
+  for (const char *p = file + (n > 16 ? n - 16 : 0); *p; p++) h = h * 33 + (unsigned char)*p;
+  return &c->slot[h % CACHE_SLOTS];
+}
+
+static lsp_entry *cache_find(lsp_cache *c, const char *file) {
+  for (lsp_entry *e = *cache_slot(c, file); e; e = e->next)
+    if (strcmp(e->file, file) == 0) return e;
+  return NULL;
+}
+
+/* A new entry for file, with its new page table; NULL when out of memory. */
+static lsp_entry *cache_add(lua_State *L, lsp_cache *c, const char *file) {
+  size_t n = strlen(file) + 1;
+  lsp_entry *e = malloc(sizeof *e + n);
+  if (!e) return NULL;
+  memcpy(e->file, file, n);
+  e->fn = LUA_NOREF;
+  lua_newtable(L);
+  e->page = luaL_ref(L, LUA_REGISTRYINDEX);
+  lsp_entry **slot = cache_slot(c, file);
+  e->next = *slot;
+  *slot = e;
+  return e;
+}
+
+static int fresh(const lsp_entry *e, const struct stat *st) {
+  return e->fn != LUA_NOREF && e->size == st->st_size && e->mtime.tv_sec == st->st_mtim.tv_sec &&
+         e->mtime.tv_nsec == st->st_mtim.tv_nsec;
 }
 
 int rm_lsp_load(lua_State *L, const char *file) { return rm_lsp_load_stat(L, file, NULL); }
 
 int rm_lsp_load_stat(lua_State *L, const char *file, const struct stat *known) {
   struct stat own;
-  int base = lua_gettop(L);
   if (!known && stat(file, &own) != 0) { lua_pushfstring(L, "%s: not found", file); return -1; }
-  const struct stat st = known ? *known : own;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CACHE_KEY) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &CACHE_KEY);
+  const struct stat *st = known ? known : &own;
+  lsp_cache *c = cache_of(L);
+  lsp_entry *e = cache_find(c, file);
+  if (e && fresh(e, st)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->fn);
+    return 0;
   }
-  int cache = base + 1, entry = base + 2;   /* entry: {fn, page, stamp, size} or nil */
-  lua_Number stamp = (lua_Number)st.st_mtim.tv_sec * 1e9 + (lua_Number)st.st_mtim.tv_nsec;
-  if (lua_getfield(L, cache, file) == LUA_TTABLE) {
-    lua_rawgeti(L, entry, 3);
-    lua_rawgeti(L, entry, 4);
-    int fresh = lua_tonumber(L, -2) == stamp && lua_tointeger(L, -1) == (lua_Integer)st.st_size;
-    lua_pop(L, 2);
-    if (fresh) {
-      lua_rawgeti(L, entry, 1);
-      return keep_top(L, base);
-    }
-  }
-  if (read_file(L, file, (size_t)st.st_size) != 0) return fail(L, base);
-  size_t len;
-  const char *src = lua_tolstring(L, -1, &len);
+  if (!e && !(e = cache_add(L, c, file))) { lua_pushliteral(L, "out of memory"); return -1; }
+  if (read_file(L, file, (size_t)st->st_size) != 0) return -1;
   lua_pushfstring(L, "@%s", file);
-  if (rm_lsp_compile(L, src, len, lua_tostring(L, -1)) != 0) return fail(L, base);
-  int fn = lua_gettop(L);
-  lua_createtable(L, 4, 0);
-  lua_pushvalue(L, fn);
-  lua_rawseti(L, -2, 1);
-  if (lua_istable(L, entry)) lua_rawgeti(L, entry, 2); else lua_newtable(L);   /* page survives edits */
-  int page = lua_gettop(L);
-  lua_pushvalue(L, page);
-  lua_setupvalue(L, fn, 1);   /* the chunk's `page` */
-  lua_pushvalue(L, page);
-  lua_rawseti(L, -3, 2);
-  lua_pushnumber(L, stamp);
-  lua_rawseti(L, -3, 3);
-  lua_pushinteger(L, (lua_Integer)st.st_size);
-  lua_rawseti(L, -3, 4);
-  lua_pushvalue(L, -2);
-  lua_setfield(L, cache, file);
-  lua_pushvalue(L, fn);
-  return keep_top(L, base);
+  int rc = rm_lsp_compile(L, lua_tostring(L, -2), lua_rawlen(L, -2), lua_tostring(L, -1));
+  lua_rotate(L, -3, 1);
+  lua_pop(L, 2);   /* the function, or the error, stays */
+  if (rc != 0) return -1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->page);   /* the same table across edits */
+  lua_setupvalue(L, -2, 1);   /* the chunk's `page` */
+  luaL_unref(L, LUA_REGISTRYINDEX, e->fn);
+  lua_pushvalue(L, -1);
+  e->fn = luaL_ref(L, LUA_REGISTRYINDEX);
+  e->mtime = st->st_mtim;
+  e->size = st->st_size;
+  return 0;
 }
