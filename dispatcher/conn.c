@@ -73,6 +73,12 @@ rm_conn *rm_conn_new(rm_loop *loop, int fd, const rm_conn_handler *h, void *ud) 
   return conn_alloc(loop, fd, h, ud);
 }
 
+/* The listener set TCP_NODELAY (listen.c) and accepted sockets inherit it:
+ * one system call less per connection. */
+rm_conn *rm_conn_accepted(rm_loop *loop, int fd, const rm_conn_handler *h, void *ud) {
+  return conn_alloc(loop, fd, h, ud);
+}
+
 static void update_events(rm_conn *c) {
   int ev = 0;
   if (c->fd < 0) return;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include "dispatcher/internal.h"
 #include "remora/conn.h"
 
@@ -90,6 +91,7 @@ int rm_listen(rm_loop *loop, const char *host, int port, int flags, int backlog,
   if (fd < 0) return RM_EIO;
   int one = 1, v6only = (flags & RM_LISTEN_V6ONLY) != 0;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);   /* inherited by accepted sockets */
   if (flags & RM_LISTEN_REUSEPORT) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
   if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, backlog > 0 ? backlog : 511) != 0) {

@@ -471,7 +471,7 @@ int rm_http_server_adopt(rm_http_server *s, rm_conn *c, const char *pre, size_t 
 
 static void on_accept(rm_listener *l, int fd, void *ud) {
   rm_http_server *s = ud;
-  rm_conn *c = rm_conn_new(s->loop, fd, NULL, NULL);
+  rm_conn *c = rm_conn_accepted(s->loop, fd, NULL, NULL);
   if (!c) { close(fd); return; }
   if (s->nconns >= s->cfg.max_conns) {
     /* Refused at once, so a flood cannot starve the connections at work. */

@@ -41,6 +41,8 @@ typedef struct rm_conn_handler {
 /* Wraps a connected, non-blocking socket. NULL at the loop's max_conns cap or
  * when memory runs out; the caller still owns fd then (and closes it). */
 rm_conn *rm_conn_new(rm_loop *loop, int fd, const rm_conn_handler *h, void *ud);
+/* The same for a socket from an rm_listen() listener's accept callback. */
+rm_conn *rm_conn_accepted(rm_loop *loop, int fd, const rm_conn_handler *h, void *ud);
 /* Starts a non-blocking connect; the handler's on_connect says how it ended.
  * bind_addr (may be NULL) picks the local address. RM_ELIMIT at the cap. */
 int rm_conn_connect(rm_loop *loop, const struct sockaddr *addr, socklen_t len,
