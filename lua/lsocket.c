@@ -19,7 +19,18 @@ enum { READ_MAX = 262144, DEFAULT_CONNECT_MS = 1000 };
 
 /* ---- the object ---- */
 
-rm_sock *rm_sock_check(lua_State *L, int idx) { return luaL_checkudata(L, idx, RM_SOCKET_MT); }
+static const char SOCK_MT_KEY = 'S';   /* the metatable, by address: no name hashing per call */
+
+rm_sock *rm_sock_check(lua_State *L, int idx) {
+  rm_sock *s = lua_touserdata(L, idx);
+  if (s && lua_getmetatable(L, idx)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &SOCK_MT_KEY);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (same) return s;
+  }
+  return luaL_checkudata(L, idx, RM_SOCKET_MT);   /* raises the usual error */
+}
 
 rm_sock *rm_sock_push(lua_State *L, rm_rt *rt, int kind) {
   rm_sock *s = lua_newuserdatauv(L, sizeof(rm_sock), 0);
@@ -840,6 +851,8 @@ static const luaL_Reg socket_funcs[] = {
 int rm_open_socket(lua_State *L) {
   rm_ws_open(L);
   luaL_newmetatable(L, RM_SOCKET_MT);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &SOCK_MT_KEY);
   luaL_newlib(L, sock_methods);
   lua_newuserdatauv(L, READ_MAX, 0);   /* read's upvalue: tcp_read's scratch buffer */
   lua_pushcclosure(L, sock_read, 1);
