@@ -36,10 +36,15 @@ enum { JOB_IDLE, JOB_QUEUED, JOB_RUNNING, JOB_FINISHED };
 
 typedef struct lscreen lscreen;
 
-/* One frame to make off the dispatcher; at most one per viewer. */
+/* One frame to make off the dispatcher; at most one per viewer at a time.
+ * Allocated apart from the viewer: its completion is posted to the loop and
+ * may run after the Lua state closed (then the job is orphaned and only
+ * frees itself). */
 typedef struct job {
   struct job *next;
+  rm_loop *loop;
   lscreen *u;
+  struct lviewer *owner; /* NULL: orphaned by the viewer's collection */
   rm_screen_viewer *v;
   rm_co *co;          /* the waiting coroutine; NULL once it stopped waiting */
   int grab, state, anchor;
@@ -60,7 +65,8 @@ struct lscreen {
 
 typedef struct lviewer {
   rm_screen_viewer *v;
-  job job;
+  lscreen *su;        /* set when a frame was first made on the encoder */
+  job *job;           /* the frame being made, if any */
 } lviewer;
 
 static rm_screen *check_screen(lua_State *L, int idx)
@@ -234,7 +240,7 @@ static lviewer *check_viewer(lua_State *L, lscreen **su)
   *su = lua_touserdata(L, -1);
   lua_pop(L, 1);
   if (!u->v) luaL_error(L, "viewer is closed");
-  if (u->job.state != JOB_IDLE) luaL_error(L, "viewer is busy making a frame");
+  if (u->job) luaL_error(L, "viewer is busy making a frame");
   return u;
 }
 
@@ -264,15 +270,19 @@ static void run_job(rm_screen *s, job *j)
 static void job_done(void *arg)
 {
   job *j = arg;
-  rm_rt *rt = j->u->rt;
-  rm_rt_enter(rt);
-  j->u->busy--;
-  j->state = JOB_IDLE;
-  if (j->co) rm_co_wake(j->co, RM_WAKE_READY);
-  luaL_unref(rt->L, LUA_REGISTRYINDEX, j->anchor);
-  rm_rt_run_ready(rt);
-  rm_rt_leave(rt);
-  rm_loop_unref(rt->loop);
+  rm_loop *loop = j->loop;
+  if (j->owner) {
+    rm_rt *rt = j->u->rt;
+    rm_rt_enter(rt);
+    j->u->busy--;
+    j->owner->job = NULL;
+    if (j->co) rm_co_wake(j->co, RM_WAKE_READY);
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, j->anchor);
+    rm_rt_run_ready(rt); /* frame_k reads the result before the job goes */
+    rm_rt_leave(rt);
+  }
+  rm_loop_free_mem(loop, j, sizeof *j);
+  rm_loop_unref(loop);
 }
 
 static void *encoder_main(void *arg)
@@ -294,7 +304,7 @@ static void *encoder_main(void *arg)
     pthread_mutex_lock(&u->mu);
     j->state = JOB_FINISHED;
     pthread_cond_broadcast(&u->cv); /* a viewer being collected may wait for it */
-    if (rm_loop_post(u->rt->loop, job_done, j) < 0) j->state = JOB_IDLE; /* only at exit */
+    rm_loop_post(j->loop, job_done, j); /* fails only without memory: the coroutine then waits for shutdown */
   }
   pthread_mutex_unlock(&u->mu);
   return NULL;
@@ -308,29 +318,33 @@ static void job_forget(rm_co *co)
 
 static int frame_k(lua_State *L, int status, lua_KContext ctx)
 {
-  lviewer *lv = (lviewer *)ctx;
+  job *j = (job *)ctx;
   rm_co *co = rm_co_current(L);
-  if (co && co->wake != RM_WAKE_READY) {
+  if (co && co->wake != RM_WAKE_READY) { /* the job is not done; it finishes unheard */
     luaL_pushfail(L);
     lua_pushliteral(L, "sysshutdown");
     return 2;
   }
-  return frame_result(L, lv->job.rc, lv->job.msg, lv->job.len);
+  return frame_result(L, j->rc, j->msg, j->len);
 }
 
 /* Queues the viewer's frame on the encoder (started on first use) and
  * suspends the calling coroutine until it is made. */
 static int frame_async(lua_State *L, lscreen *su, lviewer *lv, rm_co *co, int grab)
 {
-  job *j = &lv->job;
+  rm_loop *loop = su->rt->loop;
+  job *j;
   if (!su->started) {
     if (pthread_create(&su->thread, NULL, encoder_main, su) != 0) return -1;
     su->started = 1;
   }
+  if (!(j = rm_loop_alloc(loop, sizeof *j))) return -1;
   lua_pushvalue(L, 1); /* the viewer (and through it the screen) stays alive */
-  *j = (job){NULL, su, lv->v, co, grab, JOB_QUEUED, luaL_ref(L, LUA_REGISTRYINDEX), 0, NULL, 0};
+  *j = (job){NULL, loop, su, lv, lv->v, co, grab, JOB_QUEUED, luaL_ref(L, LUA_REGISTRYINDEX), 0, NULL, 0};
+  lv->su = su;
+  lv->job = j;
   su->busy++;
-  rm_loop_ref(su->rt->loop);
+  rm_loop_ref(loop);
   pthread_mutex_lock(&su->mu);
   if (su->tail) su->tail->next = j;
   else su->head = j;
@@ -339,7 +353,7 @@ static int frame_async(lua_State *L, lscreen *su, lviewer *lv, rm_co *co, int gr
   pthread_mutex_unlock(&su->mu);
   co->wait_data = j;
   co->on_wake = job_forget;
-  return rm_co_suspend(L, co, RM_WAIT_OTHER, NULL, -1, frame_k, (lua_KContext)lv);
+  return rm_co_suspend(L, co, RM_WAIT_OTHER, NULL, -1, frame_k, (lua_KContext)j);
 }
 
 /* viewer:frame([grab]): with grab, first grabs what drain() saw drawn. */
@@ -372,20 +386,32 @@ static int l_reset(lua_State *L)
   return 0;
 }
 
-/* A viewer collected with its job still on the encoder (only when the whole
- * state closes) waits for it. */
+/* A viewer collected with a job not yet done (only when the whole state
+ * closes) waits until the encoder is through with it, and orphans it. */
 static int l_viewer_gc(lua_State *L)
 {
   lviewer *u = luaL_checkudata(L, 1, VIEWER_MT);
-  lscreen *su = u->job.u;
-  if (su && su->s && su->started) {
-    pthread_mutex_lock(&su->mu);
-    while (u->job.state == JOB_QUEUED || u->job.state == JOB_RUNNING) pthread_cond_wait(&su->cv, &su->mu);
-    pthread_mutex_unlock(&su->mu);
+  lscreen *su = u->su;
+  if (u->job) {
+    if (su->started) {
+      pthread_mutex_lock(&su->mu);
+      while (u->job->state != JOB_FINISHED) pthread_cond_wait(&su->cv, &su->mu);
+      pthread_mutex_unlock(&su->mu);
+    }
+    u->job->owner = NULL;
+    u->job = NULL;
   }
   rm_screen_viewer_free(u->v);
   u->v = NULL;
   return 0;
+}
+
+/* viewer:close() (<close>) while its frame is being made is a mistake. */
+static int l_viewer_close(lua_State *L)
+{
+  lviewer *u = luaL_checkudata(L, 1, VIEWER_MT);
+  if (u->job) luaL_error(L, "viewer is busy making a frame");
+  return l_viewer_gc(L);
 }
 
 static const luaL_Reg screen_methods[] = {
@@ -394,7 +420,8 @@ static const luaL_Reg screen_methods[] = {
 
 static const luaL_Reg viewer_methods[] = {{"frame", l_frame}, {"reset", l_reset}, {NULL, NULL}};
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc)
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+                      lua_CFunction close)
 {
   luaL_newmetatable(L, name);
   lua_newtable(L);
@@ -402,7 +429,7 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, l
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, gc);
   lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, gc);
+  lua_pushcfunction(L, close);
   lua_setfield(L, -2, "__close");
   lua_pop(L, 1);
 }
@@ -410,8 +437,8 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, l
 int luaopen_screen(lua_State *L)
 {
   static const luaL_Reg funcs[] = {{"open", l_open}, {NULL, NULL}};
-  new_class(L, SCREEN_MT, screen_methods, l_close);
-  new_class(L, VIEWER_MT, viewer_methods, l_viewer_gc);
+  new_class(L, SCREEN_MT, screen_methods, l_close, l_close);
+  new_class(L, VIEWER_MT, viewer_methods, l_viewer_gc, l_viewer_close);
   luaL_newlib(L, funcs);
   return 1;
 }
