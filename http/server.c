@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,6 +19,8 @@
 
 enum {
   HEAD_MAX = 2048,            /* our own response heads */
+  IN_SIZE = 4096,             /* a connection's first input buffer */
+  SPARE_CONNS = 16,           /* records of closed connections kept for new ones */
   READ_RESERVE = 8 * 1024,    /* free input space kept for a body's chunk lines */
   DEFAULT_HEADER_MS = 10000, DEFAULT_IDLE_MS = 15000, DEFAULT_BODY_MS = 30000,
   DEFAULT_MAX_CONNS = 1024, DEFAULT_GZIP_MAX = 1024 * 1024,
@@ -392,26 +395,70 @@ static void on_timeout(rm_timer *t, void *ud) {
 
 /* ---- connections ---- */
 
-static rm_http_exchange *conn_new(rm_http_server *s, rm_conn *c) {
-  rm_http_exchange *x = rm_loop_alloc(s->loop, sizeof *x);
-  if (!x) return NULL;
-  memset(x, 0, sizeof *x);
+static void exchange_free(rm_http_server *s, rm_http_exchange *x) {
+  if (x->timer) rm_timer_free(x->timer);
+  if (x->parser) rm_http_parser_free(x->parser);
+  if (x->in) rm_loop_free_mem(s->loop, x->in, x->cap);
+  rm_loop_free_mem(s->loop, x, sizeof *x);
+}
+
+/* A record for a new connection: a spare one, whose input buffer, parser and
+ * timer are kept, or a new one. */
+static rm_http_exchange *exchange_new(rm_http_server *s) {
+  rm_http_exchange *x = s->spare;
+  if (x) {
+    s->spare = x->next;
+    s->nspare--;
+    char *in = x->in;
+    size_t cap = x->cap;
+    rm_http_parser *parser = x->parser;
+    rm_timer *timer = x->timer;
+    memset(x, 0, offsetof(rm_http_exchange, path));
+    x->in = in;
+    x->cap = cap;
+    x->parser = parser;
+    x->timer = timer;
+    x->path[0] = x->file[0] = '\0';
+    rm_http_parser_reset(x->parser);
+    return x;
+  }
+  if (!(x = rm_loop_alloc(s->loop, sizeof *x))) return NULL;
+  memset(x, 0, offsetof(rm_http_exchange, path));
+  x->path[0] = x->file[0] = '\0';
   void *aud;
   rm_alloc_fn alloc = rm_loop_allocator(s->loop, &aud);
-  x->srv = s;
-  x->conn = c;
-  x->fd = -1;
-  x->cap = 4096;
+  x->cap = IN_SIZE;
   x->in = rm_loop_alloc(s->loop, x->cap);
   x->parser = rm_http_parser_new(&s->cfg.limits, alloc, aud);
   x->timer = rm_timer_new(s->loop, on_timeout, x);
   if (!x->in || !x->parser || !x->timer) {
-    if (x->in) rm_loop_free_mem(s->loop, x->in, x->cap);
-    if (x->parser) rm_http_parser_free(x->parser);
-    if (x->timer) rm_timer_free(x->timer);
-    rm_loop_free_mem(s->loop, x, sizeof *x);
+    exchange_free(s, x);
     return NULL;
   }
+  return x;
+}
+
+/* Keeps x for a later connection (up to SPARE_CONNS), or frees it. */
+static void exchange_release(rm_http_server *s, rm_http_exchange *x) {
+  if (x->fd >= 0) close(x->fd);
+  if (x->body) rm_loop_free_mem(s->loop, x->body, x->body_cap);
+  x->body = NULL;
+  rm_timer_stop(x->timer);
+  if (!s->freed && s->nspare < SPARE_CONNS && x->cap == IN_SIZE) {
+    x->next = s->spare;
+    s->spare = x;
+    s->nspare++;
+    return;
+  }
+  exchange_free(s, x);
+}
+
+static rm_http_exchange *conn_new(rm_http_server *s, rm_conn *c) {
+  rm_http_exchange *x = exchange_new(s);
+  if (!x) return NULL;
+  x->srv = s;
+  x->conn = c;
+  x->fd = -1;
   x->next = s->all;
   if (s->all) s->all->prev = x;
   s->all = x;
@@ -425,6 +472,10 @@ static rm_http_exchange *conn_new(rm_http_server *s, rm_conn *c) {
 
 /* The server's memory, once it is freed and its last connection is gone. */
 static void server_release(rm_http_server *s) {
+  for (rm_http_exchange *x = s->spare, *next; x; x = next) {
+    next = x->next;
+    exchange_free(s, x);
+  }
   rm__http_map_free(s);
   rm_loop_free_mem(s->loop, s, sizeof *s);
 }
@@ -435,12 +486,7 @@ static void unlink_conn(rm_http_exchange *x) {
   if (x->prev) x->prev->next = x->next; else s->all = x->next;
   if (x->next) x->next->prev = x->prev;
   s->nconns--;
-  if (x->fd >= 0) close(x->fd);
-  rm_timer_free(x->timer);
-  rm_http_parser_free(x->parser);
-  rm_loop_free_mem(s->loop, x->in, x->cap);
-  if (x->body) rm_loop_free_mem(s->loop, x->body, x->body_cap);
-  rm_loop_free_mem(s->loop, x, sizeof *x);
+  exchange_release(s, x);
   if (s->freed && !s->all) server_release(s);
 }
 

@@ -35,6 +35,8 @@ struct rm_http_server {
   size_t own_len;
   time_t own_sec;                 /* ... made for this second */
   rm_http_exchange *all;          /* every connection, for rm_http_server_free */
+  rm_http_exchange *spare;        /* closed connections' records, for new ones */
+  int nspare;
   rm__http_mapped *map[RM__HTTP_MAP_SLOTS];   /* by hash of the URL path; NULL: empty */
 };
 
@@ -51,9 +53,7 @@ struct rm_http_exchange {
   size_t pos, len, cap, head_end;
   char *body;
   size_t body_len, body_cap;
-  char path[RM__HTTP_PATH_MAX];   /* decoded URL path */
-  char file[RM__HTTP_PATH_MAX];   /* the file it maps to */
-  struct stat st;                 /* ... and its stat */
+  struct stat st;                 /* the stat of file */
   /* The answer. */
   int status, chunked, is_head, must_close, head_sent;
   int complete;                   /* the request was read whole */
@@ -62,6 +62,10 @@ struct rm_http_exchange {
   int fd;                         /* a static file being sent */
   uint64_t off, end;
   void *data;                     /* the handler's (rm_http_x_data) */
+  /* Last: a record reused for a new connection is cleared up to here only
+   * (both are written before they are read). */
+  char path[RM__HTTP_PATH_MAX];   /* decoded URL path */
+  char file[RM__HTTP_PATH_MAX];   /* the file it maps to */
 };
 
 /* The file under the root for a decoded URL path: 0, or the status to
