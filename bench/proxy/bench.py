@@ -13,6 +13,7 @@ The nginx Lua proxy: Debian packages no stream-lua module, so it is nginx's
 http Lua module taking the connection over with ngx.req.socket(true) after a
 request head (blast sends one first for that peer and does not count it), one
 light thread per direction, receiveany + send."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -83,17 +84,6 @@ def transfer(blast, sink, target, head):
     return float(out.stdout.split(":")[1].split()[0]), H.command(argv)
 
 
-def measure(blast, server, sink, target, head=None):
-    """Per-run GB/s (quiet runs), the blast command and whether every run was quiet."""
-    figures, quiet, cmd = [], True, None
-    for _ in range(H.RUNS):
-        (gbs, cmd), _, _, q = H.quiet_run(lambda: transfer(blast, sink, target, head), [server] if server else [])
-        figures.append(gbs)
-        quiet = quiet and q
-    H.log("%s: %s GB/s" % (server.name if server else "loopback", " ".join("%.3f" % f for f in figures)))
-    return figures, cmd, quiet
-
-
 def config(name, text, **values):
     d = H.tmpdir(name)
     path = os.path.join(d, name + ".conf")
@@ -102,33 +92,54 @@ def config(name, text, **values):
     return d, path
 
 
-def paths(blast, sink, port):
-    """{path name: (figures, commands, quiet)} for every proxy and the ceiling."""
-    f, cmd, q = measure(blast, None, sink, sink)
-    res = {"loopback": (f, [cmd], q)}
+def servers(stack, sink):
+    """{path name: (Server or None, port, head)}: every proxy started at once on
+    a port of its own (an idle proxy costs nothing), and the ceiling."""
     proxy = os.path.join(H.ROOT, "examples", "proxy", "proxy.lua")
+    out = {"loopback": (None, sink, None)}
     for mode in ("lua", "pipe", "buffer"):
-        with H.Server("remora-proxy-" + mode, [H.BIN, proxy, port, "127.0.0.1", sink, "mode=" + mode,
-                                               "queuelen=%d" % QUEUE], port) as s:
-            f, cmd, q = measure(blast, s, sink, port)
-            res["remora " + mode] = (f, [s.command, cmd], q)
+        port = H.free_port()
+        out["remora " + mode] = (stack.enter_context(H.Server(
+            "remora-proxy-" + mode, [H.BIN, proxy, port, "127.0.0.1", sink, "mode=" + mode,
+                                     "queuelen=%d" % QUEUE], port)), port, None)
+    port = H.free_port()
     d, conf = config("nginx-stream", NGINX_STREAM, port=port, sink=sink)
-    with H.Server("nginx-stream", ["nginx", "-p", d, "-e", d + "/error.log", "-c", conf], port) as s:
-        f, cmd, q = measure(blast, s, sink, port)
-        res["nginx stream"] = (f, [s.command, cmd], q)
+    out["nginx stream"] = (stack.enter_context(H.Server(
+        "nginx-stream", ["nginx", "-p", d, "-e", d + "/error.log", "-c", conf], port)), port, None)
+    port = H.free_port()
     d, conf = config("haproxy", HAPROXY, port=port, sink=sink)
-    with H.Server("haproxy", ["haproxy", "-db", "-f", conf], port) as s:
-        f, cmd, q = measure(blast, s, sink, port)
-        res["HAProxy"] = (f, [s.command, cmd], q)
-    with H.nginx("nginx-lua-proxy", port, NGINX_LUA % {"sink": sink, "queue": QUEUE},
-                 "lua_socket_buffer_size %d;\n client_body_buffer_size %d;\n" % (QUEUE, QUEUE)) as s:
-        f, cmd, q = measure(blast, s, sink, port, HEAD)
-        res["nginx+lua cosocket"] = (f, [s.command, cmd], q)
-    return res
+    out["HAProxy"] = (stack.enter_context(H.Server("haproxy", ["haproxy", "-db", "-f", conf], port)), port, None)
+    port = H.free_port()
+    out["nginx+lua cosocket"] = (stack.enter_context(H.nginx(
+        "nginx-lua-proxy", port, NGINX_LUA % {"sink": sink, "queue": QUEUE},
+        "lua_socket_buffer_size %d;\n client_body_buffer_size %d;\n" % (QUEUE, QUEUE))), port, HEAD)
+    return out
+
+
+def paths(blast, sink):
+    """{path name: (GB/s per run, GB per proxy CPU second per run, commands,
+    quiet)}. The runs are interleaved, so that a slow stretch of this shared
+    machine hits every path alike."""
+    with contextlib.ExitStack() as stack:
+        procs = servers(stack, sink)
+        res = {name: ([], [], [], True) for name in procs}
+        for _ in range(H.RUNS):
+            for name, (server, port, head) in procs.items():
+                (gbs, cmd), ticks, _, quiet = H.quiet_run(lambda: transfer(blast, sink, port, head),
+                                                          [server] if server else [])
+                gbs_runs, per_cpu, cmds, q = res[name]
+                gbs_runs.append(gbs)
+                if server:
+                    per_cpu.append(BYTES / 1e9 / (ticks[0] / H.TICK) if ticks[0] else float("nan"))
+                res[name] = (gbs_runs, per_cpu, [server.command, cmd] if server else [cmd], q and quiet)
+        for name, (gbs_runs, per_cpu, _, _) in res.items():
+            H.log("%s: GB/s %s; GB per proxy CPU second %s" % (name, " ".join("%.3f" % f for f in gbs_runs),
+                                                             " ".join("%.2f" % f for f in per_cpu)))
+        return res
 
 
 def noisy_note(*results):
-    if all(r[2] for r in results):
+    if all(r[3] for r in results):
         return {}
     return {"note": "some runs were never quiet (other processes used the CPU); the quietest try was kept"}
 
@@ -139,33 +150,37 @@ def rows(res):
     peers = ("nginx stream", "HAProxy", "nginx+lua cosocket")
     best = max(peers, key=lambda p: H.spread(res[p][0])[0])
     yield H.row("proxy, Lua cosocket relay vs the best proxy (%s)" % what, "GB/s", lua[0], res[best][0], best,
-                1.0, commands=lua[1] + res[best][1], **noisy_note(lua, res[best]))
+                1.0, commands=lua[2] + res[best][2], **noisy_note(lua, res[best]))
     for p in peers:
         if p != best:
             yield H.row("proxy, Lua cosocket relay vs %s" % p, "GB/s", lua[0], res[p][0], p, None,
-                        commands=res[p][1], **noisy_note(lua, res[p]))
+                        commands=res[p][2], **noisy_note(lua, res[p]))
+    # The proxy's own CPU time is what contention on a shared machine moves least.
+    for p in peers:
+        yield H.row("proxy, Lua cosocket relay vs %s, per proxy CPU second" % p, "GB/CPU-s", lua[1], res[p][1],
+                    p, None, commands=res[p][2], **noisy_note(lua, res[p]))
     yield H.row("proxy, ba.socket.pipe (splice) vs direct loopback", "GB/s", res["remora pipe"][0],
                 res["loopback"][0], "loopback (ceiling)", 0.8,
-                commands=res["remora pipe"][1] + res["loopback"][1], **noisy_note(res["remora pipe"], res["loopback"]))
+                commands=res["remora pipe"][2] + res["loopback"][2], **noisy_note(res["remora pipe"], res["loopback"]))
     yield H.row("proxy, ba.socket.pipe (buffer) vs direct loopback", "GB/s", res["remora buffer"][0],
-                res["loopback"][0], "loopback (ceiling)", None, commands=res["remora buffer"][1])
+                res["loopback"][0], "loopback (ceiling)", None, commands=res["remora buffer"][2])
 
 
 def table(res):
     ceiling = H.spread(res["loopback"][0])[0]
     lines = ["Proxy throughput: %d MiB per run, one connection, median of %d; %d KiB per direction"
-             % (BYTES >> 20, H.RUNS, QUEUE >> 10), "", "| path | GB/s (min-max) | ratio to loopback |",
-             "|---|---|---|"]
-    for name, (figures, _, _) in res.items():
+             % (BYTES >> 20, H.RUNS, QUEUE >> 10), "",
+             "| path | GB/s (min-max) | ratio to loopback | GB per proxy CPU second |", "|---|---|---|---|"]
+    for name, (figures, per_cpu, _, _) in res.items():
         med, lo, hi = H.spread(figures)
-        lines.append("| %s | %.3f (%.3f-%.3f) | %.2f |" % (name, med, lo, hi, med / ceiling))
+        cpu = "%.2f" % H.spread(per_cpu)[0] if per_cpu else "-"
+        lines.append("| %s | %.3f (%.3f-%.3f) | %.2f | %s |" % (name, med, lo, hi, med / ceiling, cpu))
     return "\n".join(lines)
 
 
 def main():
     blast = blast_binary()
-    sink, port = H.free_port(), H.free_port()
-    res = paths(blast, sink, port)
+    res = paths(blast, H.free_port())
     for r in rows(res):
         H.emit(r)
     print(table(res), file=sys.stderr)
