@@ -29,6 +29,7 @@ typedef struct rect {
   uint32_t colour; /* SOLID */
   int sy;          /* COPY: source row (the source column is x) */
   int last;        /* COPY, while planned: one past its last row with news */
+  int ncol;        /* SOLID, PNG: colours counted (more than 256 for JPEG) */
 } rect;
 
 struct rm_screen_viewer {
@@ -285,7 +286,7 @@ static int start_runs(const rm_screen *s, rm_screen_viewer *v, size_t first, int
       int x = a * T, w = (b < s->ntx ? b * T : s->w) - x;
       rect *r = add_rect(v);
       if (!r) return RM_ENOMEM;
-      *r = (rect){x, y, w, 1, RM_SCREEN_COPY, 0, y + dy, y + 1};
+      *r = (rect){x, y, w, 1, RM_SCREEN_COPY, 0, y + dy, y + 1, 0};
     }
     tx = end;
   }
@@ -359,10 +360,17 @@ static int residual(const rm_screen *s, const rm_screen_viewer *v, int tx, int t
   return *y0 >= 0;
 }
 
-static int classify(const rm_screen *s, const rm_screen_viewer *v, int x, int y, int w, int h, uint32_t *colour)
+/* Sets r's encoding (and colour count) from its pixels. */
+static void classify(const rm_screen *s, const rm_screen_viewer *v, rect *r)
 {
-  int n = rm__count_colours(s->fb + (size_t)y * s->w + x, s->w, w, h, v->max_colours, colour);
-  return n == 1 ? RM_SCREEN_SOLID : n <= v->max_colours ? RM_SCREEN_PNG : RM_SCREEN_JPEG;
+  r->ncol = rm__count_colours(s->fb + (size_t)r->y * s->w + r->x, s->w, r->w, r->h, v->max_colours, &r->colour);
+  r->enc = r->ncol == 1 ? RM_SCREEN_SOLID : r->ncol <= v->max_colours ? RM_SCREEN_PNG : RM_SCREEN_JPEG;
+}
+
+/* The PNG bit depth n colours need. */
+static int depth(int n)
+{
+  return n <= 2 ? 1 : n <= 4 ? 2 : n <= 16 ? 4 : 8;
 }
 
 static int alike(const rect *a, const rect *b)
@@ -376,9 +384,11 @@ static int lossless(int enc)
 }
 
 /* Adds tile span part to the open rect of its tile row, if they go together:
- * equal SOLIDs with the same rows, or both lossless, or both JPEG. The
- * result covers the rows of both (a few unchanged rows sent again cost less
- * than another image to decode); lossless ones become one PNG. */
+ * equal SOLIDs with the same rows, or both lossless with as few colours as
+ * each other (joining two-colour text to a many-coloured dialog would write
+ * the text with 8 bits a pixel, not 1), or both JPEG. The result covers the
+ * rows of both (a few unchanged rows sent again cost less than another image
+ * to decode); lossless ones become one PNG. */
 static int join(rect *open, const rect *part)
 {
   int y0 = open->y < part->y ? open->y : part->y;
@@ -388,7 +398,11 @@ static int join(rect *open, const rect *part)
     return 1;
   }
   if (lossless(open->enc) != lossless(part->enc)) return 0;
-  if (lossless(open->enc)) open->enc = RM_SCREEN_PNG;
+  if (lossless(open->enc)) {
+    if (depth(open->ncol) != depth(part->ncol)) return 0;
+    open->enc = RM_SCREEN_PNG;
+    open->ncol = open->ncol > part->ncol ? open->ncol : part->ncol;
+  }
   open->w += part->w;
   open->y = y0;
   open->h = y1 - y0;
@@ -400,7 +414,7 @@ static int plan_row(const rm_screen *s, rm_screen_viewer *v, int ty)
 {
   rect *open = NULL;
   for (int tx = 0; tx < s->ntx; tx++) {
-    rect part = {tx * T, 0, tile_w(s, tx), 0, 0, 0, 0, 0};
+    rect part = {tx * T, 0, tile_w(s, tx), 0, 0, 0, 0, 0, 0};
     int y0, y1;
     if (!tile_dirty(s, v, tx, ty) || !residual(s, v, tx, ty, &y0, &y1)) {
       open = NULL;
@@ -408,7 +422,7 @@ static int plan_row(const rm_screen *s, rm_screen_viewer *v, int ty)
     }
     part.y = y0;
     part.h = y1 - y0;
-    part.enc = classify(s, v, part.x, part.y, part.w, part.h, &part.colour);
+    classify(s, v, &part);
     if (open && join(open, &part)) continue;
     if (!(open = add_rect(v))) return RM_ENOMEM;
     *open = part;
