@@ -318,12 +318,24 @@ static void linger_expired(rm_timer *t, void *ud) {
   conn_destroy(c);
 }
 
+/* Bounds what is left after release (delivering the queue, then the
+ * drain); made only when something is left, which a connection closed with
+ * its answer already sent never needs. -1 when out of memory. */
+static int linger_start(rm_conn *c, unsigned ms) {
+  if (!c->linger && !(c->linger = rm_timer_new(c->loop, linger_expired, c))) return -1;
+  rm_timer_start(c->linger, ms, 0);
+  return 0;
+}
+
 /* A released connection whose queue is empty half-closes and drains (or,
  * when no input can come, closes at once: the kernel still delivers what
  * it holds, and with nothing unread it sends no reset). */
 static void finish_release(rm_conn *c) {
   if (c->err) { conn_destroy(c); return; }
-  if (c->head || c->shut_pending) return;
+  if (c->head || c->shut_pending) {   /* still delivering, within linger_ms of the close */
+    if (!c->linger && linger_start(c, c->linger_ms) != 0) conn_destroy(c);
+    return;
+  }
   if (c->no_drain) {
     if (c->filter && c->filter->shutdown && !c->shut_done) c->filter->shutdown(c, c->fstate);
     conn_destroy(c);
@@ -331,7 +343,7 @@ static void finish_release(rm_conn *c) {
   }
   if (!c->shut_done) shutdown_write(c);
   c->draining = 1;
-  if (c->linger) rm_timer_start(c->linger, DRAIN_MS < c->linger_ms ? DRAIN_MS : c->linger_ms, 0);
+  if (linger_start(c, DRAIN_MS < c->linger_ms ? DRAIN_MS : c->linger_ms) != 0) { conn_destroy(c); return; }
   update_events(c);
   drain(c);
 }
@@ -385,12 +397,7 @@ void rm_conn_close(rm_conn *c) {
   if (c->released) return;
   c->released = 1;
   c->h = NULL;
-  if (!c->err && !c->connecting) {  /* bounds delivery and the drain that follows */
-    c->linger = rm_timer_new(c->loop, linger_expired, c);
-    if (c->linger) rm_timer_start(c->linger, c->linger_ms, 0);
-    else fail(c, RM_ENOMEM);
-  }
-  if (c->busy) return;
+  if (c->busy) return;   /* the callback's epilogue finishes the release */
   if (c->connecting) { conn_destroy(c); return; }
   if (c->head) flush(c);
   finish_release(c);
