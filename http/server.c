@@ -179,7 +179,11 @@ void rm__http_done(rm_http_exchange *x) {
   rm_http_parser_reset(x->parser);
   x->state = RM__ST_IDLE;
   set_timer(x, x->srv->cfg.idle_timeout_ms);
-  pump(x);
+  /* A pipelined request is parsed now; otherwise the next one is awaited
+   * from the loop, not tried with a read that would nearly always find
+   * nothing (a filter may hold decrypted bytes the socket will not report). */
+  if (x->len || rm_conn_pending(x->conn)) pump(x);
+  else rm_conn_want_read(x->conn, 1);
 }
 
 /* ---- reading ---- */
@@ -275,8 +279,7 @@ static void pump(rm_http_exchange *x) {
       break;
     case RM_HTTP_DONE:
       if (!x->head_end) on_head(x);   /* defensive: DONE always follows HEAD */
-      rm_timer_stop(x->timer);
-      rm_conn_want_read(x->conn, 0);
+      rm_timer_stop(x->timer);   /* reading stays on: on_readable turns it off if bytes come meanwhile */
       x->complete = 1;
       x->state = RM__ST_PAGE;
       dispatch(x);

@@ -2,12 +2,17 @@
 pages on one connection (each page starts from the end of the previous one,
 never nested inside it), closures made by a page that outlive it (they keep
 their own, expired, request even while another request runs), the lazily made
-response-field table, `page` tables per page file, and the compiled-page
-cache across edits of a page."""
+response-field table, `page` tables per page file, the compiled-page
+cache across edits of a page, and keep-alive connections that wait for their
+next request from the loop instead of reading at once (over TLS too, where
+decrypted bytes may wait inside the filter)."""
 import os
-import time
+import re
+import socket
+import ssl
+import tempfile
 
-from lib import case, check, done
+from lib import case, check, done, free_port
 from test_http import Conn, get, make_site, remove_site, serve
 
 SITE = {
@@ -26,10 +31,54 @@ SITE = {
 }
 
 
+def tls_exchange(port, data):
+    """Sends data over TLS at once and reads until the server closes."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE   # the server's own self-signed pair, on loopback
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw) as s:
+            s.sendall(data)
+            chunks = []
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    return b"".join(chunks)
+                chunks.append(d)
+
+
 def main():
     root = make_site(SITE)
-    with serve(root) as srv:
+    state = tempfile.mkdtemp(prefix="remora-state-")
+    tls_port = free_port()
+    with serve(root, tls_port=tls_port, env={"REMORA_STATE": state}) as srv:
         port = srv.port
+
+        @case
+        def a_tls_pipeline_split_at_a_request_boundary_is_answered():
+            # 256 requests of 64 bytes: one 16 KiB TLS record and nothing
+            # after it, of which the connection reads 8 KiB first, ending
+            # exactly between two requests. The other half waits, decrypted,
+            # inside the TLS layer, where the socket's readiness cannot show it.
+            def req(i, last=False):
+                head = "GET /n.lsp?i=%d HTTP/1.1\r\nHost: x\r\n%s" % (i, "Connection: close\r\n" if last else "")
+                pad = 64 - len(head) - len("X: \r\n\r\n")
+                return head + "X: " + "p" * pad + "\r\n\r\n"
+            n = 255
+            reqs = [req(i) for i in range(n)] + [req(n, last=True)]
+            check(all(len(r) == 64 for r in reqs), "64-byte requests")
+            out = tls_exchange(tls_port, "".join(reqs).encode())
+            bodies = re.findall(rb"Content-Length: \d+\r\n\r\n([^H]*)", out)
+            check(bodies == [str(i).encode() for i in range(n + 1)], "%d answers in order" % len(bodies))
+
+        @case
+        def a_client_that_closes_after_its_answer_is_released():
+            c = Conn(port)
+            check(c.request("GET", "/n.lsp?i=1").body == b"1", "answer")
+            c.sock.shutdown(socket.SHUT_WR)
+            c.sock.settimeout(10)
+            check(c.sock.recv(100) == b"", "the server closes its side too")
+            c.close()
 
         @case
         def a_long_pipeline_of_pages_is_answered_in_order():
@@ -85,6 +134,7 @@ def main():
             check(get(port, "/edit.lsp").body == b"two!", "edit.lsp")
 
     remove_site(root)
+    remove_site(state)
     done()
 
 
