@@ -13,6 +13,7 @@ animation is paused and the canvas is compared with the X screen (SSIM, 8x8
 windows, luma). Rows go to stdout as JSON (bench/README.md); a table to stderr.
 
   python3 bench/screen/bench.py      (make bench-screen)
+  BENCH_BREAKDOWN=1 python3 bench/screen/bench.py   (the engine alone: rects, bytes, CPU)
 """
 import json
 import math
@@ -89,13 +90,28 @@ def ssim(a, b):
 
 
 class Display:
+    # Numbers well above those other Xvfb users on a shared machine pick first
+    # (-displayfd alone starts at :0, where another server's start-up could
+    # take the socket from under this one mid-run).
+    FIRST, LAST = 240, 300
+
     def __init__(self):
-        r, w = os.pipe()
-        self.proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "%dx%dx24" % (W, H),
-                                      "-nolisten", "tcp"], pass_fds=(w,), stderr=subprocess.DEVNULL)
-        os.close(w)
-        with os.fdopen(r) as f:
-            self.name = ":" + f.readline().strip()
+        for n in range(self.FIRST, self.LAST):
+            if os.path.exists("/tmp/.X%d-lock" % n) or os.path.exists("/tmp/.X11-unix/X%d" % n):
+                continue
+            r, w = os.pipe()
+            self.proc = subprocess.Popen(["Xvfb", ":%d" % n, "-displayfd", str(w), "-screen", "0",
+                                          "%dx%dx24" % (W, H), "-nolisten", "tcp"],
+                                         pass_fds=(w,), stderr=subprocess.DEVNULL)
+            os.close(w)
+            with os.fdopen(r) as f:
+                ready = f.readline().strip()
+            if ready:   # else the number was taken meanwhile: Xvfb exited
+                break
+            self.proc.wait()
+        else:
+            raise RuntimeError("no free X display number in :%d-:%d" % (self.FIRST, self.LAST - 1))
+        self.name = ":" + ready
         self.env = dict(os.environ, DISPLAY=self.name)
         self.procs = []
 
@@ -260,7 +276,30 @@ def measure(d, kind, url, servers, pause, region, tmp):
     return r
 
 
+def breakdown():
+    """BENCH_BREAKDOWN=1: no browser, no peer; per workload, what the engine
+    sends and what it costs (breakdown.lua), to see where bytes and time go."""
+    tmp = tempfile.mkdtemp(prefix="bench-screen-")
+    with open(os.path.join(tmp, "animate.py"), "w") as f:
+        f.write(ANIMATE)
+    d = Display()
+    try:
+        for kind in WORKLOADS:
+            procs, _, _ = setup_workload(d, kind, tmp)
+            try:
+                out = subprocess.run([BIN, os.path.join(HERE, "breakdown.lua"), str(SECONDS)], env=d.env,
+                                     capture_output=True, text=True, timeout=SECONDS + 30)
+                log("%s: %s" % (kind, (out.stdout + out.stderr).strip()))
+            finally:
+                d.stop(procs)
+    finally:
+        d.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
+    if os.environ.get("BENCH_BREAKDOWN") == "1":
+        return breakdown()
     if subprocess.run(["sh", os.path.join(HERE, "setup.sh")]).returncode != 0:
         sys.exit(1)
     if subprocess.run(["sh", os.path.join(BROWSER, "setup.sh")]).returncode != 0:
