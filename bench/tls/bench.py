@@ -6,8 +6,9 @@ pinned to one core, the client on the other:
 - full handshakes (`openssl s_time -new`) per second of *server* CPU time (the
   client is the limit in wall time), session reuse off;
 - resumed handshakes (`openssl s_time -reuse`) per second;
-- keep-alive HTTPS requests per second (wrk over https) for a 5-byte static
-  file served by both.
+- keep-alive HTTPS requests per second (wrk over https): a 5-byte static file
+  served by both, and a Lua page that writes "hello" (remora's LSP, nginx's
+  content_by_lua_block).
 
 Rows on stdout (bench/README.md), progress on stderr.
 Usage: python3 bench/tls/bench.py [seconds per run] (make bench-tls)."""
@@ -30,11 +31,12 @@ NGINX = """
   ssl_protocols TLSv1.2; ssl_prefer_server_ciphers on; ssl_ciphers %(cipher)s;
   ssl_session_cache shared:S:10m; ssl_session_tickets on;
   root %(dir)s/app;
+  location = /hello.lsp { default_type text/html; content_by_lua_block { ngx.print("hello") } }
 """
 
 
 def setup():
-    """A folder with the certificate, its key and app/hello.txt."""
+    """A folder with the certificate, its key, app/hello.txt and app/hello.lsp."""
     d = h.tmpdir("tls")
     os.chmod(d, 0o755)   # nginx's worker runs as nobody
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -43,6 +45,8 @@ def setup():
     os.mkdir(d + "/app")
     with open(d + "/app/hello.txt", "w") as f:
         f.write("hello")
+    with open(d + "/app/hello.lsp", "w") as f:
+        f.write('<?lsp response:write("hello") ?>')
     return d
 
 
@@ -59,11 +63,13 @@ def s_time(port, mode):
 
 def measure(server, tls_port):
     """Per run: full handshakes per server CPU second, resumed handshakes per
-    second, keep-alive req/s; the commands; whether every run was quiet."""
-    out = {"full": [], "resumed": [], "keepalive": []}
+    second, keep-alive req/s of the file and of the page; the commands; whether
+    every run was quiet."""
+    out = {"full": [], "resumed": [], "file": [], "page": [], "file_cpu": [], "page_cpu": []}
     cmds, quiet = {}, True
-    url = "https://127.0.0.1:%d/hello.txt" % tls_port
-    h.wrk(url, CONNS, seconds=1)   # warm-up, and a check that it answers 200
+    urls = {k: "https://127.0.0.1:%d/hello.%s" % (tls_port, ext) for k, ext in (("file", "txt"), ("page", "lsp"))}
+    for url in urls.values():
+        h.wrk(url, CONNS, seconds=1)   # warm-up, and a check that it answers 200
     for _ in range(h.RUNS):
         r, ticks, _, q = h.quiet_run(lambda: s_time(tls_port, "-new"), [server])
         out["full"].append(r["count"] / (ticks[0] / h.TICK) if ticks[0] else float("nan"))
@@ -71,10 +77,13 @@ def measure(server, tls_port):
         r, _, _, q = h.quiet_run(lambda: s_time(tls_port, "-reuse"), [server])
         out["resumed"].append(r["count"] / r["secs"])
         cmds["resumed"], quiet = r["cmd"], quiet and q
-        r, _, _, q = h.quiet_run(lambda: h.wrk(url, CONNS), [server])
-        out["keepalive"].append(r["rps"])
-        cmds["keepalive"], quiet = r["cmd"], quiet and q
-    h.log("%s: %s" % (server.name, {k: ["%.0f" % x for x in v] for k, v in out.items()}))
+        for key, url in urls.items():
+            r, ticks, _, q = h.quiet_run(lambda: h.wrk(url, CONNS), [server])
+            out[key].append(r["rps"])
+            out[key + "_cpu"].append(r["requests"] / (ticks[0] / h.TICK) if ticks[0] else float("nan"))
+            cmds[key] = cmds[key + "_cpu"] = r["cmd"]
+            quiet = quiet and q
+    h.log("%s: %s" % (server.name, {k: " ".join("%.0f" % x for x in v) for k, v in out.items()}))
     return out, cmds, quiet
 
 
@@ -86,7 +95,7 @@ def main():
                                  "--tls-listen", "127.0.0.1:%d" % tls], tls) as s:
         remora, rcmds, rquiet = measure(s, tls)
         rcmd = s.command
-    with h.nginx("nginx-tls", port, NGINX % {"tls": tls, "dir": d, "cipher": CIPHER}, modules=()) as s:
+    with h.nginx("nginx-tls", port, NGINX % {"tls": tls, "dir": d, "cipher": CIPHER}) as s:
         h.wait_port(tls, s.proc)
         nginx, ncmds, nquiet = measure(s, tls)
         ncmd = s.command
@@ -96,7 +105,12 @@ def main():
     for key, workload, unit, target, note in (
             ("full", "TLS 1.2 full handshakes (ECDSA P-256), per server CPU second", "handshakes/CPU-s", 0.5, cost),
             ("resumed", "TLS 1.2 resumed handshakes", "handshakes/s", 1.0, ""),
-            ("keepalive", "HTTPS keep-alive, 5-byte static file, %d connections" % CONNS, "req/s", 1.0, "")):
+            ("file", "HTTPS keep-alive, 5-byte static file, %d connections" % CONNS, "req/s", 1.0, ""),
+            ("page", "HTTPS keep-alive, Lua page \"hello\" (LSP vs content_by_lua), %d connections" % CONNS,
+             "req/s", 1.0, ""),
+            # what contention on a shared machine moves least
+            ("file_cpu", "HTTPS keep-alive, 5-byte static file, per server CPU second", "req/CPU-s", None, ""),
+            ("page_cpu", "HTTPS keep-alive, Lua page \"hello\", per server CPU second", "req/CPU-s", None, "")):
         extra = {"note": (note + noisy).lstrip("; ")} if note + noisy else {}
         h.emit(h.row(workload, unit, remora[key], nginx[key], "nginx (OpenSSL)", target,
                      commands=[rcmd, rcmds[key], ncmd, ncmds[key]], **extra))
