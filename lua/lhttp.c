@@ -21,7 +21,7 @@
 #include "lua/lsocket.h"
 
 #define REQ_MT "ba.request"
-enum { AUTO_FLUSH = 64 * 1024, MAX_FIELDS = 64 };
+enum { AUTO_FLUSH = 64 * 1024, MAX_FIELDS = 64, BUF_MIN = 4096 };
 enum { UV_HEADERS = 1, UV_DATA = 2, UV_ERROR = 3, NUV = 3 };
 
 static const char H_KEY = 'H', ABORT_KEY = 'A', SOCKS_KEY = 'S';   /* registry keys */
@@ -40,6 +40,13 @@ typedef struct rm_req {
   size_t len, cap;
 } rm_req;
 
+static int lhttp_gc(lua_State *L) {
+  rm_lhttp *h = lua_touserdata(L, 1);
+  free(h->spare_buf);
+  h->spare_buf = NULL;
+  return 0;
+}
+
 rm_lhttp *rm_lhttp_get(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &H_KEY) == LUA_TUSERDATA) {
     rm_lhttp *h = lua_touserdata(L, -1);
@@ -49,6 +56,10 @@ rm_lhttp *rm_lhttp_get(lua_State *L) {
   lua_pop(L, 1);
   rm_lhttp *h = lua_newuserdatauv(L, sizeof *h, 0);
   memset(h, 0, sizeof *h);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lhttp_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &H_KEY);
   return h;
 }
@@ -69,8 +80,14 @@ static rm_http_exchange *live(lua_State *L, rm_req *r) {
 /* ---- the response buffer ---- */
 
 static void buf_add(lua_State *L, rm_req *r, const char *p, size_t n) {
+  rm_lhttp *h = r->app->h;
+  if (!r->buf && h->spare_buf) {   /* the buffer of an earlier page */
+    r->buf = h->spare_buf;
+    r->cap = BUF_MIN;
+    h->spare_buf = NULL;
+  }
   if (r->len + n > r->cap) {
-    size_t cap = r->cap ? r->cap : 4096;
+    size_t cap = r->cap ? r->cap : BUF_MIN;
     while (cap < r->len + n) cap *= 2;
     char *b = realloc(r->buf, cap);
     if (!b) luaL_error(L, "out of memory");
@@ -85,6 +102,18 @@ static void buf_free(rm_req *r) {
   free(r->buf);
   r->buf = NULL;
   r->len = r->cap = 0;
+}
+
+/* At a page's end: its buffer becomes the runtime's spare, which the next
+ * page takes instead of a malloc (most answers fit in BUF_MIN). */
+static void buf_release(rm_req *r) {
+  rm_lhttp *h = r->app->h;
+  if (r->cap == BUF_MIN && !h->spare_buf) {
+    h->spare_buf = r->buf;
+    r->buf = NULL;
+    r->len = r->cap = 0;
+  }
+  buf_free(r);
 }
 
 /* The response fields set by the page, as the server wants them. The
@@ -715,7 +744,7 @@ static void page_end(lua_State *L, rm_req *r, int ud) {
     rm_http_x_finish(x, r->broken ? RM_HTTP_X_BROKEN : 0);
     r->app->h->in_lua--;
   }
-  buf_free(r);
+  buf_release(r);
   luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
   r->ref = LUA_NOREF;
 }

@@ -13,6 +13,7 @@
 typedef struct rm_lhttp {
   int in_lua;
   rm_http_server *default_server;
+  char *spare_buf;   /* a finished page's answer buffer, for the next page */
 } rm_lhttp;
 rm_lhttp *rm_lhttp_get(lua_State *L);
 
