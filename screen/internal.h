@@ -50,7 +50,7 @@ struct rm_screen {
   unsigned long damage;
   int shm;            /* XShm usable */
   XShmSegmentInfo shminfo;
-  XImage *shm_img;    /* w x TILE, reused for every band */
+  XImage *shm_img;    /* w x h, reused for every grab */
 
   /* input */
   int xtest;
