@@ -78,10 +78,12 @@ $(BUILD)/libremora_screen.a: $(SCREEN_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/remora: $(BUILD)/obj/lua/main.o $(BUILD)/libremora.a $(BUILD)/libremora_screen.a
+# The screen module uses the Lua runtime: its archive comes first so the
+# linker still looks in libremora.a for what it needs.
+$(BUILD)/remora: $(BUILD)/obj/lua/main.o $(BUILD)/libremora_screen.a $(BUILD)/libremora.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(X11_LIBS) $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libremora.a $(SCREEN_LIB)
+$(BUILD)/tests/%: tests/unit/%.c $(SCREEN_LIB) $(BUILD)/libremora.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) $(LDFLAGS) -o $@ $^ $(UNIT_LIBS)
 
