@@ -69,7 +69,18 @@ void rm_lhttp_set_default_server(rm_rt *rt, rm_http_server *s) {
   if (!h->default_server) h->default_server = s;
 }
 
-static rm_req *req_check(lua_State *L) { return luaL_checkudata(L, 1, REQ_MT); }
+/* The request object at 1. The methods hold the metatable as their upvalue:
+ * comparing with it skips the registry lookup of luaL_checkudata, which
+ * still raises the error (and serves functions without the upvalue). */
+static rm_req *req_check(lua_State *L) {
+  rm_req *r = lua_touserdata(L, 1);
+  if (r && lua_getmetatable(L, 1)) {
+    int ours = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (ours) return r;
+  }
+  return luaL_checkudata(L, 1, REQ_MT);
+}
 
 /* The exchange of a live request, or a Lua error. */
 static rm_http_exchange *live(lua_State *L, rm_req *r) {
@@ -1002,7 +1013,9 @@ static const char REQ_LUA[] =
 
 void rm__lhttp_open(lua_State *L) {
   if (!luaL_newmetatable(L, REQ_MT)) { lua_pop(L, 1); return; }
-  luaL_newlib(L, req_methods);
+  luaL_newlibtable(L, req_methods);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, req_methods, 1);   /* the metatable, for req_check */
   if (luaL_loadbuffer(L, REQ_LUA, sizeof REQ_LUA - 1, "=request") == LUA_OK) {
     lua_pushvalue(L, -2);
     lua_call(L, 1, 0);
