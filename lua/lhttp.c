@@ -90,8 +90,11 @@ static rm_http_exchange *live(lua_State *L, rm_req *r) {
 
 /* ---- the response buffer ---- */
 
+/* Appends to the answer; nothing once the request expired, so that a
+ * buffer only lives while r->x does and the object needs no finalizer. */
 static void buf_add(lua_State *L, rm_req *r, const char *p, size_t n) {
   rm_lhttp *h = r->app->h;
+  if (!r->x) return;
   if (!r->buf && h->spare_buf) {   /* the buffer of an earlier page */
     r->buf = h->spare_buf;
     r->cap = BUF_MIN;
@@ -971,12 +974,6 @@ int rm_lhttp_sock2req(lua_State *L) {
 
 /* ---- the object and the module ---- */
 
-static int req_gc(lua_State *L) {
-  rm_req *r = luaL_checkudata(L, 1, REQ_MT);
-  buf_free(r);
-  return 0;
-}
-
 static int req_tostring(lua_State *L) {
   rm_req *r = req_check(L);
   lua_pushfstring(L, "request(%s): %p", r->x ? rm_http_x_path(r->x) : "expired", (void *)r);
@@ -1021,8 +1018,6 @@ void rm__lhttp_open(lua_State *L) {
     lua_call(L, 1, 0);
   }
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, req_gc);
-  lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, req_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
