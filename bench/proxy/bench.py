@@ -23,7 +23,6 @@ import harness as H   # noqa: E402
 
 BYTES = int(os.environ.get("BENCH_PROXY_BYTES", str(4 << 30)))
 QUEUE = int(os.environ.get("BENCH_PROXY_QUEUE", str(256 << 10)))
-HEAD = "GET / HTTP/1.1\r\nHost: proxy\r\n\r\n"
 
 NGINX_STREAM = """load_module %(mods)s/ngx_stream_module.so;
 worker_processes 1; daemon off; pid %(dir)s/nginx.pid; error_log %(dir)s/error.log error;
@@ -112,7 +111,7 @@ def servers(stack, sink):
     port = H.free_port()
     out["nginx+lua cosocket"] = (stack.enter_context(H.nginx(
         "nginx-lua-proxy", port, NGINX_LUA % {"sink": sink, "queue": QUEUE},
-        "lua_socket_buffer_size %d;\n client_body_buffer_size %d;\n" % (QUEUE, QUEUE))), port, HEAD)
+        "lua_socket_buffer_size %d;\n client_body_buffer_size %d;\n" % (QUEUE, QUEUE))), port, "http")
     return out
 
 
@@ -129,8 +128,8 @@ def paths(blast, sink):
                                                           [server] if server else [])
                 gbs_runs, per_cpu, cmds, q = res[name]
                 gbs_runs.append(gbs)
-                if server:
-                    per_cpu.append(BYTES / 1e9 / (ticks[0] / H.TICK) if ticks[0] else float("nan"))
+                if server and ticks[0]:   # a short run may not last one clock tick
+                    per_cpu.append(BYTES / 1e9 / (ticks[0] / H.TICK))
                 res[name] = (gbs_runs, per_cpu, [server.command, cmd] if server else [cmd], q and quiet)
         for name, (gbs_runs, per_cpu, _, _) in res.items():
             H.log("%s: GB/s %s; GB per proxy CPU second %s" % (name, " ".join("%.3f" % f for f in gbs_runs),
@@ -156,7 +155,7 @@ def rows(res):
             yield H.row("proxy, Lua cosocket relay vs %s" % p, "GB/s", lua[0], res[p][0], p, None,
                         commands=res[p][2], **noisy_note(lua, res[p]))
     # The proxy's own CPU time is what contention on a shared machine moves least.
-    for p in peers:
+    for p in (p for p in peers if lua[1] and res[p][1]):
         yield H.row("proxy, Lua cosocket relay vs %s, per proxy CPU second" % p, "GB/CPU-s", lua[1], res[p][1],
                     p, None, commands=res[p][2], **noisy_note(lua, res[p]))
     yield H.row("proxy, ba.socket.pipe (splice) vs direct loopback", "GB/s", res["remora pipe"][0],

@@ -3,10 +3,10 @@
  * SINK_PORT itself for plain loopback), sends BYTES in 1 MiB writes and
  * half-closes; the sink reads until end of stream. Prints the bytes that
  * arrived and the rate from the first write to the last byte read.
- * With a HEAD argument, that text is sent first and is not counted: a proxy
+ * With "http", a request head is sent first and is not counted: a proxy
  * that lives in an HTTP server (nginx's Lua module) needs a request before
  * it can take the connection over as a raw socket.
- *   blast SINK_PORT TARGET_PORT BYTES [HEAD] */
+ *   blast SINK_PORT TARGET_PORT BYTES [http] */
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -44,7 +44,10 @@ static void *sink(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4 && argc != 5) { fprintf(stderr, "usage: blast SINK_PORT TARGET_PORT BYTES [HEAD]\n"); return 2; }
+  if (argc != 4 && (argc != 5 || strcmp(argv[4], "http") != 0)) {
+    fprintf(stderr, "usage: blast SINK_PORT TARGET_PORT BYTES [http]\n");
+    return 2;
+  }
   int sink_port = atoi(argv[1]), target = atoi(argv[2]);
   long long total = atoll(argv[3]);
   int one = 1, lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -59,7 +62,8 @@ int main(int argc, char **argv) {
     if (tries == 50) { perror("connect"); return 1; }
     usleep(100000);
   }
-  if (argc == 5 && write(fd, argv[4], strlen(argv[4])) != (ssize_t)strlen(argv[4])) { perror("head"); return 1; }
+  static const char head[] = "GET / HTTP/1.1\r\nHost: proxy\r\n\r\n";
+  if (argc == 5 && write(fd, head, sizeof head - 1) != (ssize_t)(sizeof head - 1)) { perror("head"); return 1; }
   char *buf = malloc(BUF);
   memset(buf, 'x', BUF);
   double start = now();
