@@ -156,6 +156,15 @@ static void access_log(rm_http_exchange *x) {
 
 /* ---- the end of a request ---- */
 
+/* Parses what is buffered (a pipelined request, bytes handed over), or else
+ * lets the loop report input: a read now would nearly always find nothing,
+ * on a new connection as after an answer (a filter may hold decrypted bytes
+ * the socket does not report, so those are parsed at once too). */
+static void next_request(rm_http_exchange *x) {
+  if (x->len || rm_conn_pending(x->conn)) pump(x);
+  else rm_conn_want_read(x->conn, 1);
+}
+
 void rm__http_done(rm_http_exchange *x) {
   access_log(x);
   if (x->fd >= 0) { close(x->fd); x->fd = -1; }
@@ -179,11 +188,7 @@ void rm__http_done(rm_http_exchange *x) {
   rm_http_parser_reset(x->parser);
   x->state = RM__ST_IDLE;
   set_timer(x, x->srv->cfg.idle_timeout_ms);
-  /* A pipelined request is parsed now; otherwise the next one is awaited
-   * from the loop, not tried with a read that would nearly always find
-   * nothing (a filter may hold decrypted bytes the socket will not report). */
-  if (x->len || rm_conn_pending(x->conn)) pump(x);
-  else rm_conn_want_read(x->conn, 1);
+  next_request(x);
 }
 
 /* ---- reading ---- */
@@ -514,7 +519,7 @@ int rm_http_server_adopt(rm_http_server *s, rm_conn *c, const char *pre, size_t 
     x->state = RM__ST_HEAD;
     set_timer(x, s->cfg.header_timeout_ms);
   }
-  pump(x);
+  next_request(x);
   return RM_OK;
 }
 
