@@ -218,6 +218,29 @@ static int make_room(rm_http_exchange *x) {
   return x->len < x->cap;
 }
 
+/* Waiting for more of a request: its head must be whole header_timeout_ms
+ * after its first byte, and each read of its body restarts body_timeout_ms.
+ * The timer is set only when a wait begins, not at each change of state: a
+ * request that comes in one read touches it only once, when its answer is
+ * done (a timer still set from the idle wait fires later and is ignored). */
+static void arm_wait(rm_http_exchange *x) {
+  const rm_http_server_config *c = &x->srv->cfg;
+  if (x->state == RM__ST_HEAD) {
+    if (x->head_armed) return;   /* once per head: a trickling client costs no timer work */
+    uint64_t spent = rm_loop_now(loop_of(x)) - x->head_since;
+    set_timer(x, spent < c->header_timeout_ms ? (unsigned)(c->header_timeout_ms - spent) : 1);
+    x->head_armed = 1;
+  } else if (x->state == RM__ST_BODY) {
+    set_timer(x, c->body_timeout_ms);
+  }
+}
+
+static void head_begins(rm_http_exchange *x) {
+  x->state = RM__ST_HEAD;
+  x->head_since = rm_loop_now(loop_of(x));
+  x->head_armed = 0;
+}
+
 /* Reads what the connection has: 1 when bytes came, 0 to wait, -1 when the
  * connection is over (x freed). */
 static int read_more(rm_http_exchange *x) {
@@ -225,15 +248,14 @@ static int read_more(rm_http_exchange *x) {
   long n = rm_conn_read(x->conn, x->in + x->len, x->cap - x->len);
   if (n > 0) {
     x->len += (size_t)n;
-    if (x->state == RM__ST_IDLE) {
-      x->state = RM__ST_HEAD;
-      set_timer(x, x->srv->cfg.header_timeout_ms);
-    } else if (x->state == RM__ST_BODY) {
-      set_timer(x, x->srv->cfg.body_timeout_ms);
-    }
+    if (x->state == RM__ST_IDLE) head_begins(x);
     return 1;
   }
-  if (n == RM_EAGAIN) { rm_conn_want_read(x->conn, 1); return 0; }
+  if (n == RM_EAGAIN) {
+    arm_wait(x);
+    rm_conn_want_read(x->conn, 1);
+    return 0;
+  }
   conn_free(x);   /* end of stream or a failure: nothing to answer to */
   return -1;
 }
@@ -257,7 +279,6 @@ static void on_head(rm_http_exchange *x) {
   x->head_end = x->pos;
   x->state = RM__ST_BODY;
   x->is_head = r->method.len == 4 && memcmp(r->method.p, "HEAD", 4) == 0;
-  set_timer(x, x->srv->cfg.body_timeout_ms);
   int has_body = r->content_length > 0 || (r->flags & RM_HTTP_CHUNKED);
   if ((r->flags & RM_HTTP_EXPECT_CONTINUE) && has_body && r->minor == 1) {
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -284,8 +305,7 @@ static void pump(rm_http_exchange *x) {
       break;
     case RM_HTTP_DONE:
       if (!x->head_end) on_head(x);   /* defensive: DONE always follows HEAD */
-      rm_timer_stop(x->timer);   /* reading stays on: on_readable turns it off if bytes come meanwhile */
-      x->complete = 1;
+      x->complete = 1;   /* reading stays on: on_readable turns it off if bytes come meanwhile */
       x->state = RM__ST_PAGE;
       dispatch(x);
       return;
@@ -390,6 +410,7 @@ static const rm_conn_handler conn_handler = {NULL, on_readable, on_writable, on_
 
 static void on_timeout(rm_timer *t, void *ud) {
   rm_http_exchange *x = ud;
+  if (x->state > RM__ST_BODY) return;   /* set for a wait that has ended: the request came */
   if (x->state == RM__ST_IDLE) { conn_free(x); return; }
   rm_loop_log(loop_of(x), RM_LOG_INFO, "http: fd %d: %s timed out", rm_conn_fd(x->conn),
               x->state == RM__ST_HEAD ? "request head" : "request body");
@@ -516,8 +537,7 @@ int rm_http_server_adopt(rm_http_server *s, rm_conn *c, const char *pre, size_t 
     }
     memcpy(x->in, pre, prelen);
     x->len = prelen;
-    x->state = RM__ST_HEAD;
-    set_timer(x, s->cfg.header_timeout_ms);
+    head_begins(x);
   }
   next_request(x);
   return RM_OK;

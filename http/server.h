@@ -58,6 +58,8 @@ struct rm_http_exchange {
   int status, chunked, is_head, must_close, head_sent;
   int complete;                   /* the request was read whole */
   int final_close;                /* ... and the client closes after it */
+  uint64_t head_since;            /* loop time of the head's first byte */
+  int head_armed;                 /* the timer is set for that head's deadline */
   uint64_t sent;                  /* body bytes, for the access log */
   int fd;                         /* a static file being sent */
   uint64_t off, end;

@@ -3,7 +3,8 @@ pages on one connection (each page starts from the end of the previous one,
 never nested inside it), closures made by a page that outlive it (they keep
 their own, expired, request even while another request runs), the lazily made
 response-field table, `page` tables per page file, the compiled-page
-cache across edits of a page, and keep-alive connections that wait for their
+cache across edits of a page, timeouts set only when a wait begins (a page
+that outlives the idle timeout still answers), and keep-alive connections that wait for their
 next request from the loop instead of reading at once (over TLS too, where
 decrypted bytes may wait inside the filter)."""
 import os
@@ -28,6 +29,8 @@ SITE = {
     "other.lsp": "<?lsp page.n = (page.n or 0) + 100 ?><?lsp= page.n ?>",
     "inc.lsp": "<?lsp response:include('count.lsp') ?>/<?lsp= page.n ?>",
     "edit.lsp": "one",
+    "slow.lsp": "<?lsp ba.sleep(700) ?>slow",
+    "echo.lsp": "<?lsp= #(request:body() or '') ?>",
 }
 
 
@@ -132,6 +135,27 @@ def main():
             with open(os.path.join(root, "edit.lsp"), "w") as f:
                 f.write("two!")   # another size: seen even within the same time stamp
             check(get(port, "/edit.lsp").body == b"two!", "edit.lsp")
+
+    with serve(root, "--idle-timeout", "300", "--body-timeout", "400", "--header-timeout", "3000") as srv:
+        port = srv.port
+
+        @case
+        def a_page_longer_than_the_idle_timeout_answers_and_the_connection_goes_on():
+            c = Conn(port)
+            check(c.request("GET", "/slow.lsp").body == b"slow", "the slow page")
+            check(c.request("GET", "/n.lsp?i=2").body == b"2", "the next request on the connection")
+            c.sock.settimeout(10)
+            check(c.sock.recv(100) == b"", "then the idle connection is closed")
+            c.close()
+
+        @case
+        def a_stalled_body_times_out_with_408():
+            c = Conn(port)
+            c.send("POST /echo.lsp HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            r = c.read_response()
+            check(r.status == 408, r.status)
+            c.close()
+            check(get(port, "/echo.lsp").body == b"0", "the server goes on")
 
     remove_site(root)
     remove_site(state)
