@@ -326,7 +326,7 @@ def slowloris_beside_wrk_keeps_throughput_and_is_cut():
             time.sleep(0.1)   # accepted in batches: let the backlog drain
         fds = len(os.listdir("/proc/%d/fd" % srv.proc.pid))
         poll = os.environ.get("REMORA_BACKEND") == "poll"
-        floor = 0.9
+        floor = 0.5 if SANITIZER else 0.9   # a performance target: judged on the optimised build
         rps, cost = best(srv, "/a.txt")
         if cost * floor > base_cost and not poll:   # again when the host stalled the first try
             rps2, cost2 = best(srv, "/a.txt")
