@@ -54,7 +54,7 @@ static void unlink_writer(rm_co *co) {
   co->wnext = NULL;
 }
 
-static void unlink_reader(rm_co *co) {
+void rm_sock_unlink_reader(rm_co *co) {
   rm_sock *s = co->wait_sock;
   if (s->reader == co) s->reader = NULL;
 }
@@ -128,8 +128,7 @@ static void on_connect(rm_conn *c, int err, void *ud) {
   rm_rt_enter(rt);
   s->connect_err = err;
   if (s->reader) rm_co_wake(s->reader, RM_WAKE_READY);
-  rm_rt_run_ready(rt);
-  rm_rt_leave(rt);
+  rm_rt_leave_ready(rt);
 }
 
 static void on_readable(rm_conn *c, void *ud) {
@@ -138,8 +137,7 @@ static void on_readable(rm_conn *c, void *ud) {
   rm_rt_enter(rt);
   if (s->reader) rm_co_wake(s->reader, RM_WAKE_READY);
   else rm_conn_want_read(c, 0);   /* nobody reads: let the kernel buffer fill */
-  rm_rt_run_ready(rt);
-  rm_rt_leave(rt);
+  rm_rt_leave_ready(rt);
 }
 
 static void on_writable(rm_conn *c, void *ud) {
@@ -152,8 +150,7 @@ static void on_writable(rm_conn *c, void *ud) {
   }
   s->xqueued = rm_conn_queued(c);
   if (s->wq_head) rm_co_wake(s->wq_head, RM_WAKE_READY);
-  rm_rt_run_ready(rt);
-  rm_rt_leave(rt);
+  rm_rt_leave_ready(rt);
 }
 
 static void on_error(rm_conn *c, int err, void *ud) {
@@ -161,8 +158,7 @@ static void on_error(rm_conn *c, int err, void *ud) {
   rm_rt *rt = s->rt;   /* s may be collected while coroutines run */
   rm_rt_enter(rt);
   rm_sock_wake_all(s, RM_WAKE_READY);   /* each finds the error when it retries */
-  rm_rt_run_ready(rt);
-  rm_rt_leave(rt);
+  rm_rt_leave_ready(rt);
 }
 
 static const rm_conn_handler tcp_handler = {on_connect, on_readable, on_writable, on_error};
@@ -206,7 +202,7 @@ int rm_sock_wait_io(lua_State *L, rm_co *co, rm_sock *s, int events, long timeou
                     lua_KFunction k, lua_KContext ctx) {
   if (s->reader && s->reader != co) return luaL_error(L, "another coroutine is already waiting on this socket");
   s->reader = co;
-  co->on_wake = unlink_reader;
+  co->on_wake = rm_sock_unlink_reader;
   if (events & RM_READ) rm_conn_want_read(s->conn, 1);
   if (events & RM_WRITE) rm_conn_want_write(s->conn, 1);
   return rm_co_suspend(L, co, RM_WAIT_OTHER, s, timeout, k, ctx);
@@ -232,7 +228,7 @@ static int tcp_read(lua_State *L, rm_sock *s, long timeout) {
     rm_co *co = rm_sock_waiter(L, "read");
     if (s->reader && s->reader != co) return luaL_error(L, "read: another coroutine is already reading this socket");
     s->reader = co;
-    co->on_wake = unlink_reader;
+    co->on_wake = rm_sock_unlink_reader;
     if (!s->disabled) rm_conn_want_read(s->conn, 1);
     return rm_co_suspend(L, co, RM_WAIT_READ, s, timeout, tcp_read_k, (lua_KContext)timeout);
   }
@@ -399,8 +395,7 @@ static void on_resolved(void *ud, int err, const struct sockaddr *sa, socklen_t 
     s->connect_err = err;
     if (s->reader) rm_co_wake(s->reader, RM_WAKE_READY);
   }
-  rm_rt_run_ready(rt);
-  rm_rt_leave(rt);
+  rm_rt_leave_ready(rt);
 }
 
 static void connect_cancel(rm_co *co) {
@@ -473,8 +468,7 @@ static void on_accept(rm_listener *l, int fd, void *ud) {
   s->pending[s->npending++] = fd;
   if (s->npending == RM_PENDING_MAX) rm_listener_pause(l, 1);   /* nobody accepts fast enough */
   if (s->reader) rm_co_wake(s->reader, RM_WAKE_READY);
-  rm_rt_run_ready(rt);
-  rm_rt_leave(rt);
+  rm_rt_leave_ready(rt);
 }
 
 /* ba.socket.bind(port [, {intf=, ipv6=, backlog=, reuseport=, shark=}]) */
@@ -524,7 +518,7 @@ static int sock_accept(lua_State *L) {
     rm_co *co = rm_sock_waiter(L, "accept");
     if (s->reader && s->reader != co) return luaL_error(L, "accept: another coroutine is already accepting");
     s->reader = co;
-    co->on_wake = unlink_reader;
+    co->on_wake = rm_sock_unlink_reader;
     return rm_co_suspend(L, co, RM_WAIT_ACCEPT, s, (long)luaL_optinteger(L, 2, -1), accept_k, 0);
   }
   int fd = s->pending[0];
@@ -781,8 +775,7 @@ static void on_toip(void *ud, int err, const struct sockaddr *sa, socklen_t len)
   } else {
     rm_co_wake(co, RM_WAKE_READY);
   }
-  rm_rt_run_ready(rt);
-  rm_rt_leave(rt);
+  rm_rt_leave_ready(rt);
 }
 
 static void toip_cancel(rm_co *co) { rm_resolve_cancel(co->wait_data); }

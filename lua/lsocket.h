@@ -64,6 +64,8 @@ int rm_sock_wait_io(lua_State *L, rm_co *co, rm_sock *s, int events, long timeou
 int rm_sock_write_frame(lua_State *L, rm_sock *s);
 rm_sock *rm_sock_push(lua_State *L, rm_rt *rt, int kind);
 void rm_sock_close(rm_sock *s);
+/* The on_wake of a coroutine waiting as s's reader: s forgets it. */
+void rm_sock_unlink_reader(rm_co *co);
 /* Wakes every coroutine waiting on s with reason. */
 void rm_sock_wake_all(rm_sock *s, int reason);
 /* The coroutine that may wait on s here, or a Lua error naming the rule. */

@@ -15,13 +15,7 @@ static void udp_io(rm_loop *loop, int fd, int events, void *ud) {
   rm_rt_enter(rt);
   if (s->reader) rm_co_wake(s->reader, RM_WAKE_READY);
   else rm_loop_unwatch(loop, fd);
-  rm_rt_run_ready(rt);
-  rm_rt_leave(rt);
-}
-
-static void unlink_reader(rm_co *co) {
-  rm_sock *s = co->wait_sock;
-  if (s->reader == co) s->reader = NULL;
+  rm_rt_leave_ready(rt);
 }
 
 static int udp_read_k(lua_State *L, int status, lua_KContext ctx) {
@@ -46,7 +40,7 @@ int rm_udp_read(lua_State *L, rm_sock *s) {
   rm_co *co = rm_sock_waiter(L, "read");
   if (s->reader && s->reader != co) return luaL_error(L, "read: another coroutine is already reading this socket");
   s->reader = co;
-  co->on_wake = unlink_reader;
+  co->on_wake = rm_sock_unlink_reader;
   rm_loop_watch(s->rt->loop, s->fd, RM_READ, udp_io, s);
   lua_Integer ms = luaL_optinteger(L, 2, -1);
   return rm_co_suspend(L, co, RM_WAIT_READ, s, ms < 0 ? -1 : (long)ms, udp_read_k, 0);

@@ -53,6 +53,11 @@ void rm_rt_leave(rm_rt *rt) {
   pthread_mutex_unlock(&rt->lock_mu);
 }
 
+void rm_rt_leave_ready(rm_rt *rt) {
+  rm_rt_run_ready(rt);
+  rm_rt_leave(rt);
+}
+
 void rm_rt_yield_lock(rm_rt *rt) {
   pthread_mutex_lock(&rt->lock_mu);
   int waiting = rt->lock_next - rt->lock_serving > 1;
@@ -315,8 +320,7 @@ static void wait_timeout(rm_timer *t, void *ud) {
   rm_rt *rt = co->rt;   /* co may end, and be freed, while the queue runs */
   rm_rt_enter(rt);
   rm_co_wake(co, RM_WAKE_TIMEOUT);
-  rm_rt_run_ready(rt);
-  rm_rt_leave(rt);
+  rm_rt_leave_ready(rt);
 }
 
 int rm_co_suspend(lua_State *L, rm_co *co, int why, rm_sock *on, long timeout_ms,

@@ -115,6 +115,9 @@ void rm_rt_lock_init(rm_rt *rt);
 void rm_rt_lock_destroy(rm_rt *rt);
 void rm_rt_enter(rm_rt *rt);
 void rm_rt_leave(rm_rt *rt);
+/* How a dispatcher callback that woke coroutines ends: runs the ready queue,
+ * then releases the lock. */
+void rm_rt_leave_ready(rm_rt *rt);
 /* Lets a waiting thread run Lua, if one waits (long Lua code calls this). */
 void rm_rt_yield_lock(rm_rt *rt);
 /* Runs fn(ud) on the dispatcher thread, with the Lua lock, from any thread:
