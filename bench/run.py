@@ -23,7 +23,7 @@ PEER_PACKAGES = {"nginx": "/usr/sbin/nginx",
                  "haproxy": "/usr/sbin/haproxy", "wrk": "/usr/bin/wrk", "nodejs": "/usr/bin/node",
                  "npm": "/usr/bin/npm", "openssl": "/usr/bin/openssl", "util-linux": "/usr/bin/taskset"}
 # The numbering first; folders not named here follow in name order.
-ORDER = ["http", "static", "proxy", "websocket", "tls", "idle", "screen"]
+ORDER = ["http", "static", "proxy", "websocket", "tls", "idle", "slowloris", "screen"]
 TIMEOUT = 3600   # seconds one workload may take
 
 
