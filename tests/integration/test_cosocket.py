@@ -351,7 +351,8 @@ def timer_example_ticks_every_500ms():
     code, out = run(open(os.path.join(EXAMPLES, "timer.lua")).read(), args=[3], timeout=10)
     ms = [int(x) for x in re.findall(r"tick \d+ at (\d+) ms", out)]
     check(code == 0 and len(ms) == 3, out)
-    check(all(480 <= b - a <= 560 for a, b in zip(ms, ms[1:])), out)
+    # Never early; late only by what a stalled shared host may add.
+    check(all(490 <= b - a <= 750 for a, b in zip(ms, ms[1:])), out)
 
 
 API_SCRIPT = r"""
