@@ -225,13 +225,15 @@ static void flush(rm_conn *c) {
   if (!c->head && c->shut_pending && !c->err) shutdown_write(c);
 }
 
-/* Copies data to the tail of the queue, filling the last chunk first. */
-static int enqueue(rm_conn *c, const char *p, size_t n) {
-  if (c->tail && c->tail->cap - c->tail->len >= n) {
+/* Copies n bytes to the tail of the queue. They start the last `left` bytes
+ * of one writev, which stay together in one chunk: a filter takes a chunk per
+ * call, and TLS seals each call into its own record. */
+static int enqueue(rm_conn *c, const char *p, size_t n, size_t left) {
+  if (c->tail && c->tail->cap - c->tail->len >= left) {
     memcpy(c->tail->data + c->tail->len, p, n);
     c->tail->len += n;
   } else {
-    size_t cap = n > CHUNK_MIN ? n : CHUNK_MIN;
+    size_t cap = left > CHUNK_MIN ? left : CHUNK_MIN;
     chunk *k = rm_loop_alloc(c->loop, sizeof(chunk) + cap);
     if (!k) return RM_ENOMEM;
     k->next = NULL;
@@ -261,10 +263,12 @@ int rm_conn_writev(rm_conn *c, const struct iovec *iov, int iovcnt) {
     if (w < 0 && errno_to_rm() != RM_EAGAIN) { fail(c, RM_EIO); return RM_EIO; }
     sent = w > 0 ? (size_t)w : 0;
   }
+  size_t left = total - sent;
   for (int i = 0; i < iovcnt; i++) {
     size_t len = iov[i].iov_len;
     if (sent >= len) { sent -= len; continue; }
-    if (enqueue(c, (const char *)iov[i].iov_base + sent, len - sent) != RM_OK) { skip = 1; break; }
+    if (enqueue(c, (const char *)iov[i].iov_base + sent, len - sent, left) != RM_OK) { skip = 1; break; }
+    left -= len - sent;
     sent = 0;
   }
   if (skip) {  /* a partial message would corrupt the stream: the connection is unusable */

@@ -3,9 +3,10 @@
  * A URL path (already decoded and normalised, so it cannot climb) is joined
  * to the root and resolved with realpath(), which follows symlinks: a file
  * whose real path leaves the root, or passes through a dot segment, is
- * refused. Files go out with sendfile(2) when the connection has no filter;
- * under TLS the bytes must pass through the filter, so they are read and
- * queued in slices, as the queue drains. Compression: a precompressed ".gz"
+ * refused. A small file travels with its head in one write (one TLS record,
+ * one segment). Larger files go out with sendfile(2) when the connection has
+ * no filter; under TLS the bytes must pass through the filter, so they are
+ * read and queued in slices, as the queue drains. Compression: a precompressed ".gz"
  * sibling when there is one, else deflate on the fly for text-like types up
  * to gzip_max bytes, whenever the client accepts gzip and asked for no range.
  */
@@ -23,7 +24,10 @@ enum {
   SLICE = 64 * 1024,            /* read-and-queue step under a filter */
   FILTER_QUEUE = 256 * 1024,    /* how much of a file a filtered connection holds queued */
   SENDFILE_STEP = 1024 * 1024,  /* one sendfile call at most, so other connections get turns */
-  GZIP_MIN = 256                /* smaller files do not gain from compression */
+  GZIP_MIN = 256,               /* smaller files do not gain from compression */
+  /* Sent with the head: a head is at most 2 KiB, so both fit one TLS record
+   * (16 KiB of plaintext) and the file costs one record to seal, not two. */
+  SMALL_BODY = 14 * 1024
 };
 
 /* The real path of root + path, checked to stay inside the root: 0 or a status. */
@@ -149,6 +153,19 @@ static int not_modified(rm_http_exchange *x, const char *etag, size_t elen, time
   return ims && rm_http_not_modified(ims->value, ims->value_len, mtime);
 }
 
+/* The whole answer in one write: the head and [off, end) of the file. */
+static void send_small(rm_http_exchange *x, int status, const rm_http_header *f, size_t n) {
+  char body[SMALL_BODY];
+  size_t len = (size_t)(x->end - x->off);
+  if (len && pread(x->fd, body, len, (off_t)x->off) != (ssize_t)len) {   /* it shrank since the stat */
+    rm_loop_log(x->srv->loop, RM_LOG_WARN, "http: %s could not be read whole", x->file);
+    rm__http_simple(x, 500, NULL, 0, "<html><body><h1>500 Internal Server Error</h1></body></html>\n");
+    return;
+  }
+  rm__http_send_head(x, status, f, n, RM_HTTP_FRAME_LENGTH, len, body, len);
+  rm__http_done(x);
+}
+
 void rm__http_static(rm_http_exchange *x, const struct stat *st) {
   char etag[48], lm[RM_HTTP_DATE_LEN + 1], range[80];
   const char *type = rm_http_mime_type(x->file, strlen(x->file));
@@ -204,6 +221,7 @@ void rm__http_static(rm_http_exchange *x, const struct stat *st) {
   }
   x->off = first;
   x->end = size ? last + 1 : 0;
+  if (!x->is_head && x->end - x->off <= SMALL_BODY) { send_small(x, status, f, n); return; }
   x->state = RM__ST_FILE;
   if (rm__http_send_head(x, status, f, n, RM_HTTP_FRAME_LENGTH, x->end - x->off, NULL, 0) != RM_OK ||
       x->is_head)

@@ -318,6 +318,89 @@ end)
     check("worker\tfalse" in out and "coroutines, not worker threads" in out, out)
 
 
+class RecordCounter:
+    """A keep-alive HTTPS client over a raw socket that counts the TLS
+    application-data records of each answer (ssl's memory BIOs see the bytes
+    before they are decrypted)."""
+
+    def __init__(self, port):
+        ctx = ssl.create_default_context(cafile=os.path.join(TMP, "ca.crt"))
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.inc, self.out, server_hostname="localhost")
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.raw = b""
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.push()
+                self.inc.write(self.sock.recv(65536))
+        self.push()
+
+    def push(self):
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def get(self, path):
+        """(records, answer) for one GET; the answer has a Content-Length."""
+        self.tls.write(b"GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % path.encode())
+        self.push()
+        answer, records = b"", 0
+        while not complete(answer):
+            data = self.sock.recv(65536)
+            check(data, "the server closed after %r" % answer[:200])
+            self.raw += data
+            while len(self.raw) >= 5 and len(self.raw) >= 5 + int.from_bytes(self.raw[3:5], "big"):
+                end = 5 + int.from_bytes(self.raw[3:5], "big")
+                records += self.raw[0] == 23   # application data
+                self.inc.write(self.raw[:end])
+                self.raw = self.raw[end:]
+            try:
+                while True:
+                    answer += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+        return records, answer
+
+
+def complete(answer):
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    length = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")]
+    return len(body) >= int(length[0].split(b":")[1])
+
+
+@case
+def https_answers_travel_in_one_record_each():
+    app = os.path.join(TMP, "app")
+    os.makedirs(app, exist_ok=True)
+    files = {"small.txt": b"hello", "larger.txt": b"0123456789abcdef" * 400}
+    for name, data in files.items():
+        with open(os.path.join(app, name), "wb") as f:
+            f.write(data)
+    with open(os.path.join(app, "page.lsp"), "w") as f:
+        f.write('<?lsp response:write(string.rep("x", tonumber(request:data("n")))) ?>')
+    port, tls = free_port(), free_port()
+    args = ["--state", os.path.join(TMP, "state"), "--cert", os.path.join(TMP, "localhost.crt"),
+            "--key", os.path.join(TMP, "localhost.key"), "-l", "127.0.0.1:%d" % port, app,
+            "--tls-listen", "127.0.0.1:%d" % tls]
+    with Remora(args=args, ready="https://") as r:
+        c = RecordCounter(tls)
+        for _ in range(2):   # the second round on a parked (idle) session
+            for name, data in files.items():
+                records, answer = c.get("/" + name)
+                check(answer.endswith(b"\r\n\r\n" + data), "%s: %r" % (name, answer[:300]))
+                check(records == 1, "%s took %d records" % (name, records))
+            for n in (5, 6400):
+                records, answer = c.get("/page.lsp?n=%d" % n)
+                check(answer.endswith(b"\r\n\r\n" + b"x" * n), "page %d: %r" % (n, answer[:300]))
+                check(records == 1, "a page of %d bytes took %d records" % (n, records))
+        check(r.alive())
+
+
 try:
     done()
 finally:
