@@ -38,6 +38,11 @@ void rm__ws_decoder_init(rm_ws_decoder *d, const rm_ws_config *cfg)
   d->head_need = 2;
 }
 
+int rm__ws_decoder_idle(const rm_ws_decoder *d)
+{
+  return d->state == RM__WS_ST_HEAD && d->head_len == 0 && !d->in_message && !d->error;
+}
+
 /* A decoder on its own keeps the allocator in front of it, to be freed. */
 typedef struct alone {
   rm_ws_config cfg;

@@ -51,6 +51,8 @@ struct rm_ws_decoder {
 /* Sets up a decoder held inside another object (rm_ws_decoder_new makes one
  * on its own); it owns no memory, so it needs no free. */
 void rm__ws_decoder_init(rm_ws_decoder *d, const rm_ws_config *cfg);
+/* Between two messages, with no byte of the next frame taken yet. */
+int rm__ws_decoder_idle(const rm_ws_decoder *d);
 
 /* Fills buf with n bytes from the kernel's random source. */
 int rm__ws_random(void *buf, size_t n);

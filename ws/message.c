@@ -36,11 +36,8 @@ struct rm_ws_reader {
   const char *why;
 };
 
-rm_ws_reader *rm_ws_reader_new(const rm_ws_config *cfg)
+static void init(rm_ws_reader *r, const rm_ws_config *cfg)
 {
-  rm_ws_reader *r = rm__ws_realloc(cfg, NULL, 0, sizeof *r);
-  if (!r)
-    return NULL;
   memset(r, 0, sizeof *r);
   r->cfg = *cfg;
   if (cfg->deflate) {
@@ -50,7 +47,33 @@ rm_ws_reader *rm_ws_reader_new(const rm_ws_config *cfg)
                                         : r->agreed.server_no_context_takeover;
   }
   rm__ws_decoder_init(&r->dec, cfg);
+}
+
+rm_ws_reader *rm_ws_reader_new(const rm_ws_config *cfg)
+{
+  rm_ws_reader *r = rm__ws_realloc(cfg, NULL, 0, sizeof *r);
+  if (r)
+    init(r, cfg);
   return r;
+}
+
+int rm_ws_reader_idle(const rm_ws_reader *r)
+{
+  return !r->in_message && !r->inf && !r->error && rm__ws_decoder_idle(&r->dec);
+}
+
+void rm_ws_reader_reset(rm_ws_reader *r, const rm_ws_config *cfg)
+{
+  uint8_t *buf = r->buf;
+  size_t cap = r->cap;
+  if (cap > RM__WS_KEEP_BUFFER) {
+    rm__ws_realloc(&r->cfg, buf, cap, 0);
+    buf = NULL;
+    cap = 0;
+  }
+  init(r, cfg);
+  r->buf = buf;
+  r->cap = cap;
 }
 
 void rm_ws_reader_free(rm_ws_reader *r)

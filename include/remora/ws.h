@@ -195,6 +195,14 @@ int rm_ws_reader_busy(const rm_ws_reader *r);
  * points to its copy of the agreed parameters): what the same connection's
  * compressor can be made from, without a copy of its own. */
 const rm_ws_config *rm_ws_reader_config(const rm_ws_reader *r);
+/* Is the reader between two messages with nothing to carry over (no byte
+ * of the next frame taken, no inflater context kept)? Then it may be freed,
+ * or reset for another connection, and a new one would read on the same. */
+int rm_ws_reader_idle(const rm_ws_reader *r);
+/* Makes an idle reader as rm_ws_reader_new(cfg) would (same allocator), but
+ * keeps its message buffer when that is small: a connection that is idle
+ * gives its reader back, and the next one to read takes it. */
+void rm_ws_reader_reset(rm_ws_reader *r, const rm_ws_config *cfg);
 
 /* ---- Encoder ------------------------------------------------------------ */
 

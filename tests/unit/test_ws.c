@@ -1106,6 +1106,80 @@ static void test_allocator(void)
   CHECK_EQ(c.cur, 0);
 }
 
+/* Reads all of buf[0..n) with r; returns the last event (NEED_MORE when the
+ * bytes ended without one). */
+static int read_all(rm_ws_reader *r, uint8_t *buf, size_t n, rm_ws_event *ev)
+{
+  size_t off = 0, used;
+  int k;
+  do {
+    k = rm_ws_read(r, buf + off, n - off, &used, ev);
+    off += used;
+  } while (k == RM_WS_NEED_MORE && off < n);
+  return k;
+}
+
+/* An idle reader (between messages, nothing to carry over) may be given to
+ * another connection: lws.c keeps none on an idle WebSocket. */
+static void test_reader_idle(void)
+{
+  counter c = {0, 0};
+  rm_ws_config server = {.is_server = 1, .alloc = counting_alloc, .alloc_ud = &c};
+  rm_ws_config client = {.alloc = counting_alloc, .alloc_ud = &c};
+  rm_ws_reader *r = rm_ws_reader_new(&server);
+  uint8_t wire[300000], *big = calloc(1, 200000);
+  size_t w;
+  rm_ws_event ev;
+  CHECK(rm_ws_reader_idle(r));
+  /* Inside a frame's header, then a fragmented message: not idle. */
+  w = frame(wire, RM_WS_OP_TEXT, 0, "ab", 2, 1);
+  w += frame(wire + w, RM_WS_OP_CONT, RM_WS_FIN, "cd", 2, 1);
+  CHECK_EQ(read_all(r, wire, 1, &ev), RM_WS_NEED_MORE);
+  CHECK(!rm_ws_reader_idle(r));
+  CHECK_EQ(read_all(r, wire + 1, 7, &ev), RM_WS_NEED_MORE);
+  CHECK(!rm_ws_reader_idle(r));
+  CHECK_EQ(read_all(r, wire + 8, w - 8, &ev), RM_WS_EV_MESSAGE);
+  CHECK(ev.len == 4 && memcmp(ev.data, "abcd", 4) == 0);
+  CHECK_EQ(read_all(r, wire, 0, &ev), RM_WS_NEED_MORE);   /* the frame's end */
+  CHECK(rm_ws_reader_idle(r));
+  /* Reset for a client: unmasked frames are now the right ones. */
+  rm_ws_reader_reset(r, &client);
+  w = frame(wire, RM_WS_OP_BINARY, RM_WS_FIN, "xyz", 3, 0);
+  CHECK_EQ(read_all(r, wire, w, &ev), RM_WS_EV_MESSAGE);
+  CHECK(ev.len == 3 && memcmp(ev.data, "xyz", 3) == 0);
+  /* A big message split in two grows the message buffer; a reset lets it go. */
+  w = frame(wire, RM_WS_OP_BINARY, RM_WS_FIN, big, 200000, 0);
+  CHECK_EQ(read_all(r, wire, 1000, &ev), RM_WS_NEED_MORE);
+  size_t during = c.cur;
+  CHECK_EQ(read_all(r, wire + 1000, w - 1000, &ev), RM_WS_EV_MESSAGE);
+  CHECK_EQ(ev.len, 200000);
+  CHECK_EQ(read_all(r, wire, 0, &ev), RM_WS_NEED_MORE);
+  CHECK(rm_ws_reader_idle(r) && c.cur > during + 100000);
+  rm_ws_reader_reset(r, &server);
+  CHECK(c.cur < during);
+  rm_ws_reader_free(r);
+  CHECK_EQ(c.cur, 0);
+  /* With the peer's compression context kept, the reader is never idle
+   * again after a compressed message; without it, it is. */
+  for (int takeover = 0; takeover <= 1; takeover++) {
+    rm_ws_deflate_params p = {.client_no_context_takeover = !takeover};
+    rm_ws_config cz = {.deflate = &p}, sz = {.is_server = 1, .deflate = &p};
+    rm_ws_deflater *z = rm_ws_deflater_new(&cz);
+    const uint8_t *out;
+    size_t olen;
+    r = rm_ws_reader_new(&sz);
+    rm_ws_deflate(z, "hello hello", 11, 1, &out, &olen);
+    w = frame(wire, RM_WS_OP_TEXT, RM_WS_FIN | RM_WS_RSV1, out, olen, 1);
+    CHECK_EQ(read_all(r, wire, w, &ev), RM_WS_EV_MESSAGE);
+    CHECK(ev.len == 11 && memcmp(ev.data, "hello hello", 11) == 0);
+    CHECK_EQ(read_all(r, wire, 0, &ev), RM_WS_NEED_MORE);
+    CHECK_EQ(rm_ws_reader_idle(r), !takeover);
+    rm_ws_reader_free(r);
+    rm_ws_deflater_free(z);
+  }
+  free(big);
+}
+
 int main(void)
 {
   RUN(test_accept_key);
@@ -1130,5 +1204,6 @@ int main(void)
   RUN(test_round_trip_random);
   RUN(test_close_payload);
   RUN(test_allocator);
+  RUN(test_reader_idle);
   return CHECK_DONE();
 }
