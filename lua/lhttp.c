@@ -143,15 +143,15 @@ static size_t collect_fields(lua_State *L, rm_req *r, int ud, rm_http_header *f)
     f[n++] = (rm_http_header){"Content-Type", 12, "text/html; charset=utf-8", 24};
   lua_pop(L, 1);
   lua_pushnil(L);
-  while (lua_next(L, t) && n < MAX_FIELDS) {   /* lower name -> {Name, value} */
+  while (lua_next(L, t)) {   /* lower name -> {Name, value, more values...} */
     lua_rawgeti(L, -1, 1);
-    lua_rawgeti(L, -2, 2);
     size_t nl, vl;
-    f[n].name = lua_tolstring(L, -2, &nl);
-    f[n].name_len = nl;
-    f[n].value = lua_tolstring(L, -1, &vl);
-    f[n].value_len = vl;
-    n++;
+    const char *name = lua_tolstring(L, -1, &nl);
+    for (lua_Integer i = 2; n < MAX_FIELDS && lua_rawgeti(L, -2, i) == LUA_TSTRING; i++) {
+      f[n] = (rm_http_header){name, nl, lua_tolstring(L, -1, &vl), 0};
+      f[n++].value_len = vl;
+      lua_pop(L, 1);
+    }
     lua_pop(L, 3);   /* the strings live on in the table */
   }
   return n;
@@ -251,10 +251,11 @@ static int emit(lua_State *L) {
 
 /* ---- response methods ---- */
 
-/* Sets (value NULL: removes) a response field of the object at ud. The
- * table is keyed by the lower-case name, so each name is set once; it is
- * made on the first field (most pages set none). */
-static void set_field(lua_State *L, int ud, const char *name, const char *value) {
+/* Sets (value NULL: removes) a response field of the object at ud; with
+ * add, a value more for a name set before (Set-Cookie). The table is keyed
+ * by the lower-case name, {Name, value, more values...}; it is made on the
+ * first field (most pages set none). */
+static void set_field(lua_State *L, int ud, const char *name, const char *value, int add) {
   luaL_Buffer b;
   if (lua_getiuservalue(L, ud, UV_HEADERS) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -265,6 +266,14 @@ static void set_field(lua_State *L, int ud, const char *name, const char *value)
   luaL_buffinit(L, &b);
   for (const char *p = name; *p; p++) luaL_addchar(&b, (char)tolower((unsigned char)*p));
   luaL_pushresult(&b);
+  lua_pushvalue(L, -1);
+  if (value && add && lua_rawget(L, -3) == LUA_TTABLE) {   /* {Name, value...}: one more */
+    lua_pushstring(L, value);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    lua_pop(L, 3);
+    return;
+  }
+  lua_pop(L, 1);
   if (value) {
     lua_createtable(L, 2, 0);
     lua_pushstring(L, name);
@@ -292,7 +301,7 @@ static int resp_setheader(lua_State *L) {
   const char *name = luaL_checkstring(L, 2);
   const char *value = luaL_optstring(L, 3, NULL);
   if (r->committed) { lua_pushboolean(L, 0); return 1; }
-  set_field(L, 1, name, value);
+  set_field(L, 1, name, value, lua_toboolean(L, 4));
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -351,7 +360,7 @@ static int resp_reset(lua_State *L) {
 static int final_answer(lua_State *L, rm_req *r, int ud, int status, const char *type, const char *body) {
   if (!reset(L, r, ud)) return 0;
   r->status = status;
-  set_field(L, ud, "Content-Type", type);
+  set_field(L, ud, "Content-Type", type, 0);
   buf_add(L, r, body, strlen(body));
   r->final = 1;
   return 1;
@@ -389,7 +398,7 @@ static int resp_sendredirect(lua_State *L) {
   const char *url = luaL_checkstring(L, 2);
   int ok = final_answer(L, r, 1, lua_toboolean(L, 3) ? 301 : 302, "text/html; charset=utf-8",
                         "<html><body>Moved</body></html>\n");
-  if (ok) set_field(L, 1, "Location", url);
+  if (ok) set_field(L, 1, "Location", url, 0);
   lua_pushboolean(L, ok);
   return 1;
 }
@@ -1017,6 +1026,7 @@ void rm__lhttp_open(lua_State *L) {
     lua_pushvalue(L, -2);
     lua_call(L, 1, 0);
   }
+  rm__lsession_open(L);   /* request:session() */
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, req_tostring);
   lua_setfield(L, -2, "__tostring");
@@ -1033,6 +1043,8 @@ void rm_open_http(lua_State *L) {
   lua_pushcfunction(L, rm_lhttp_sock2req);
   lua_setfield(L, -2, "sock2req");
   lua_pop(L, 1);
+  rm__lsession_push(L);
+  lua_setfield(L, -2, "session");
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, rm_open_httpc);
   lua_setfield(L, -2, "httpc");

@@ -55,6 +55,10 @@ int rm_lsp_load_stat(lua_State *L, const char *file, const struct stat *st);
 
 /* Registers the request object's metatable (once per state). */
 void rm__lhttp_open(lua_State *L);
+/* lsession.c: adds request:session() to the request methods at the top of
+ * the stack; push gives the ba.session table. */
+void rm__lsession_open(lua_State *L);
+void rm__lsession_push(lua_State *L);
 
 /* With `ba` on top: ba.socket.req2sock and sock2req, the request object,
  * and require "httpc". */

@@ -54,6 +54,14 @@ SITE = {
                  " print(h:status(), ' ', h:header()['content-type'] or '-', ' ', h:read('a')) end ?>",
     "where.lsp": "<?lsp= coroutine.isyieldable() ?>",
     "env.lsp": "<?lsp= type(request) ?> <?lsp= request == response ?> <?lsp= type(page) ?> <?lsp= app ~= _G ?>",
+    "session.lsp": "<?lsp local max = tonumber(request:data('max'))"
+                   " if max then ba.session.config{max = max} end"
+                   " local s, err = request:session(request:data('create') == '1')"
+                   " if not s then print('none ', err or '') else"
+                   " s.n = (s.n or 0) + 1 if request:data('life') then s:maxinactiveinterval(1) end"
+                   " if request:data('end') then s:terminate() end"
+                   " print(s:id(), ' ', s.n, ' ', ba.session.count()) end ?>",
+    "cookies.lsp": "<?lsp response:setheader('Set-Cookie', 'a=1') response:setheader('Set-Cookie', 'b=2', true) ?>ok",
     ".preload": "greeting = require('mod').hi()\n"
                 "function onunload() local f = io.open(app.unload_file, 'w') f:write('unloaded') f:close() end\n"
                 "unload_file = os.getenv('UNLOAD_FILE')\n",
@@ -108,6 +116,38 @@ def main():
         out = subprocess.run(["curl", "-s", "-F", "file=@%s" % data, "-F", "note=hi there",
                               "http://127.0.0.1:%d/upload.lsp" % port], capture_output=True, timeout=30)
         check(out.stdout == b"file:upload.bin:30000;note:-:8;hi there", out.stdout)
+
+    @case
+    def sessions_by_cookie_bounded_and_never_chosen_by_the_client():
+        def session(cookie=None, **q):
+            query = "&".join("%s=%s" % kv for kv in q.items())
+            r = get(port, "/session.lsp?" + query, headers={"Cookie": "remora_sid=" + cookie} if cookie else {})
+            return r.body.decode().split(" "), r.header("set-cookie")
+
+        out, cookie = session()
+        check(out == ["none", ""] and cookie is None, (out, cookie))
+        (sid, n, count), cookie = session(create=1)
+        check(len(sid) == 22 and n == "1" and cookie == "remora_sid=%s; Path=/; HttpOnly; SameSite=Lax" % sid,
+              (sid, cookie))
+        (again, n, _), cookie = session(sid)
+        check(again == sid and n == "2" and cookie is None, (again, n, cookie))
+        (other, n, _), _ = session("forged-by-the-client-00", create=1)
+        check(other not in (sid, "forged-by-the-client-00") and n == "1", other)
+        out, _ = session(other, end=1)
+        check(session(other)[0] == ["none", ""], "terminated")
+        out, _ = session(max=int(count), create=1)   # the store is full: refused, not evicted
+        check(out == ["none", "too", "many", "sessions"] and session(sid)[0][0] == sid, out)
+        session(max=10000)
+        session(sid, life=1)
+        time.sleep(2.2)
+        check(session(sid)[0] == ["none", ""], "expired after its inactive interval")
+        check("session: refused" in srv.log(), "the refusal is logged")
+
+    @case
+    def setheader_adds_a_second_set_cookie():
+        r = get(port, "/cookies.lsp")
+        lines = [l for l in r.raw_head.splitlines() if l.lower().startswith(b"set-cookie:")]
+        check(lines == [b"Set-Cookie: a=1", b"Set-Cookie: b=2"], r.raw_head)
 
     @case
     def request_fields():
