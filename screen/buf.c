@@ -32,6 +32,21 @@ void rm__buf_free(rm__buf *b)
   b->len = b->cap = 0;
 }
 
+int rm__buf_varint(rm__buf *b, uint32_t v)
+{
+  if (rm__buf_reserve(b, 5) < 0) return RM_ENOMEM;
+  for (; v >= 0x80; v >>= 7) b->p[b->len++] = (uint8_t)(v | 0x80);
+  b->p[b->len++] = (uint8_t)v;
+  return RM_OK;
+}
+
+size_t rm__varint_len(size_t v)
+{
+  size_t n = 1;
+  for (; v >= 0x80; v >>= 7) n++;
+  return n;
+}
+
 void rm__put16(uint8_t *p, unsigned v)
 {
   p[0] = v & 0xff;

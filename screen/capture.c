@@ -125,7 +125,9 @@ static void free_arrays(rm_screen *s)
   free_mem(s, s->tile_ver, tiles * 4);
   free_mem(s, s->row_hash, (size_t)s->h * s->ntx * 8);
   free_mem(s, s->damaged, tiles);
+  free_mem(s, s->chg, tiles * sizeof *s->chg);
   s->fb = NULL;
+  s->chg = NULL;
   s->tile_ver = NULL;
   s->row_hash = NULL;
   s->damaged = NULL;
@@ -148,7 +150,8 @@ static int set_size(rm_screen *s, int w, int h)
   s->tile_ver = rm__screen_alloc(s, NULL, 0, tiles * 4);
   s->row_hash = rm__screen_alloc(s, NULL, 0, (size_t)h * s->ntx * 8);
   s->damaged = rm__screen_alloc(s, NULL, 0, tiles);
-  if (!s->fb || !s->tile_ver || !s->row_hash || !s->damaged) {
+  s->chg = rm__screen_alloc(s, NULL, 0, tiles * sizeof *s->chg);
+  if (!s->fb || !s->tile_ver || !s->row_hash || !s->damaged || !s->chg) {
     free_arrays(s);
     s->w = s->h = s->ntx = s->nty = 0;
     return RM_ENOMEM;
@@ -156,7 +159,10 @@ static int set_size(rm_screen *s, int w, int h)
   /* Every tile of the new size is news to every viewer, even if its pixels
    * happen to stay black. */
   s->version++;
-  for (size_t i = 0; i < tiles; i++) s->tile_ver[i] = s->version;
+  for (size_t i = 0; i < tiles; i++) {
+    s->tile_ver[i] = s->version;
+    s->chg[i] = (rm__change){s->version, 0, T - 1}; /* no viewer has the version before */
+  }
   memset(s->fb, 0, (size_t)w * h * 4);
   for (int tx = 0; tx < s->ntx; tx++) {
     uint64_t zero = rm__row_hash(s->fb, w - tx * T < T ? w - tx * T : T);
@@ -195,44 +201,41 @@ static const uint32_t *fetch(rm_screen *s, int x, int y, int w, int h, int *stri
   return (const uint32_t *)img->data;
 }
 
-/* Copies n pixels without their undefined top byte; returns nonzero if any
- * differed. Two pixels per step, with no branch. */
-static uint64_t copy_pixels(uint32_t *out, const uint32_t *in, int n)
+/* The pixels of a grabbed row that differ from the framebuffer's, [*a, *b),
+ * compared without their undefined top byte; 0 if none does. */
+static int changed_span(const uint32_t *fb, const uint32_t *in, int n, int *a, int *b)
 {
-  uint64_t diff = 0, v, o;
-  int i = 0;
-  for (; i + 2 <= n; i += 2) {
-    memcpy(&v, in + i, 8);
-    memcpy(&o, out + i, 8);
-    v &= 0x00ffffff00ffffffull;
-    diff |= v ^ o;
-    memcpy(out + i, &v, 8);
-  }
-  if (i < n) {
-    uint32_t w = in[i] & 0xffffff;
-    diff |= w ^ out[i];
-    out[i] = w;
-  }
-  return diff;
+  int i = 0, j = n;
+  while (i < n && ((in[i] ^ fb[i]) & 0xffffff) == 0) i++;
+  if (i == n) return 0;
+  while (((in[j - 1] ^ fb[j - 1]) & 0xffffff) == 0) j--;
+  *a = i;
+  *b = j;
+  return 1;
 }
 
 /* Copies one tile from a grabbed box; returns 1 if any pixel differed. The
- * top byte of a 24-bit pixel is undefined on the wire, hence the mask. */
+ * tile remembers which columns this version changed, so a viewer that has
+ * the version before gets only those (a typed character is a few columns
+ * of a 64-pixel tile). */
 static int update_tile(rm_screen *s, int tx, int ty, const uint32_t *src, int stride, uint32_t version)
 {
-  int x0 = tx * T, y0 = ty * T;
+  int x0 = tx * T, y0 = ty * T, t = ty * s->ntx + tx;
   int tw = s->w - x0 < T ? s->w - x0 : T, th = s->h - y0 < T ? s->h - y0 : T;
-  int changed = 0;
+  int lo = tw, hi = 0, a, b;
   for (int r = 0; r < th; r++) {
     const uint32_t *in = src + (size_t)r * stride;
     uint32_t *out = s->fb + (size_t)(y0 + r) * s->w + x0;
-    if (copy_pixels(out, in, tw)) {
-      s->row_hash[(size_t)(y0 + r) * s->ntx + tx] = rm__row_hash(out, tw);
-      changed = 1;
-    }
+    if (!changed_span(out, in, tw, &a, &b)) continue;
+    for (int i = a; i < b; i++) out[i] = in[i] & 0xffffff;
+    s->row_hash[(size_t)(y0 + r) * s->ntx + tx] = rm__row_hash(out, tw);
+    if (a < lo) lo = a;
+    if (b > hi) hi = b;
   }
-  if (changed) s->tile_ver[ty * s->ntx + tx] = version;
-  return changed;
+  if (hi == 0) return 0;
+  s->chg[t] = (rm__change){s->tile_ver[t], (uint8_t)lo, (uint8_t)(hi - 1)};
+  s->tile_ver[t] = version;
+  return 1;
 }
 
 /* The box around the damaged tiles, in tiles: [*tx0, *tx1] x [*ty0, *ty1].

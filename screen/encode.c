@@ -1,9 +1,14 @@
-/* screen/encode.c: rectangle payloads — PNG (zlib) and JPEG (libjpeg-turbo).
+/* screen/encode.c: rectangle payloads — PNG (zlib), INDEXED and JPEG
+ * (libjpeg-turbo).
  *
  * PNG is built by hand: screen text has few colours, so an indexed PNG with
  * the smallest bit depth that holds the palette deflates far better than
  * RGB. A rectangle with more than 256 colours (a merge of tiles can get
  * there) falls back to RGB with the Sub filter.
+ *
+ * A small rectangle (a typed character, a cursor) would be mostly PNG
+ * chunks: INDEXED is the palette and the packed indices alone, raw or
+ * deflated, and may reuse the palette it sent last.
  */
 #include <setjmp.h>
 #include <stdio.h>
@@ -13,6 +18,7 @@
 #include "screen/internal.h"
 
 #define SLOTS 1024 /* colour hash slots: 4x the largest palette */
+#define INDEXED_MAX_PIXELS 4096 /* larger rectangles go PNG, decoded off the browser's main thread */
 
 typedef struct palette {
   uint32_t key[SLOTS]; /* 0xffffffff: empty (pixels are 24-bit) */
@@ -39,6 +45,10 @@ struct rm__encoder {
   int z_ready;
   rm__buf raw; /* filtered scanlines before deflate */
   palette pal;
+  palette last;  /* the palette of the last INDEXED rectangle sent (n = 0: none yet) */
+  z_stream zr;   /* raw deflate for INDEXED */
+  int zr_ready;
+  rm__buf zout;  /* its output */
   struct jpeg_compress_struct jc;
   jpeg_failure jerr;
   jpeg_sink sink;
@@ -153,6 +163,12 @@ static int chunk(rm__buf *out, const char *type, const uint8_t *data, size_t n)
   return RM_OK;
 }
 
+/* The bit depth that holds n palette indices (PNG's choice of 1, 2, 4, 8). */
+int rm__depth(int n)
+{
+  return n <= 2 ? 1 : n <= 4 ? 2 : n <= 16 ? 4 : 8;
+}
+
 /* Scanlines of palette indices, packed at the given bit depth, filter None
  * (the PNG book's advice for indexed images). */
 static int raw_indexed(rm__encoder *e, const uint32_t *px, int stride, int w, int h, int depth)
@@ -232,7 +248,7 @@ int rm__encode_png(rm__encoder *e, const uint32_t *px, int stride, int w, int h,
   int indexed = pal_fill(&e->pal, px, stride, w, h, 256), depth = 8, rc;
   if (indexed) {
     int n = e->pal.n;
-    depth = n <= 2 ? 1 : n <= 4 ? 2 : n <= 16 ? 4 : 8;
+    depth = rm__depth(n);
     for (int i = 0; i < n; i++) {
       plte[i * 3] = (uint8_t)(e->pal.colour[i] >> 16);
       plte[i * 3 + 1] = (uint8_t)(e->pal.colour[i] >> 8);
@@ -250,6 +266,104 @@ int rm__encode_png(rm__encoder *e, const uint32_t *px, int stride, int w, int h,
   if (indexed && chunk(out, "PLTE", plte, (size_t)e->pal.n * 3) < 0) return RM_ENOMEM;
   if ((rc = idat(e, out)) < 0) return rc;
   return chunk(out, "IEND", NULL, 0);
+}
+
+/* Every colour of a is in b. */
+static int pal_within(palette *a, palette *b)
+{
+  for (int i = 0; i < a->n; i++)
+    if (pal_index(b, a->colour[i], b->n) < 0) return 0;
+  return 1;
+}
+
+/* The indices of every pixel against pal, packed at depth bits, rows not
+ * padded to a byte (a glyph's 6-pixel rows would waste a quarter). */
+static int raw_packed(rm__encoder *e, palette *pal, const uint32_t *px, int stride, int w, int h, int depth)
+{
+  size_t n = ((size_t)w * h * depth + 7) / 8;
+  int acc = 0, bits = 0;
+  recent r = RECENT_NONE;
+  uint8_t *o;
+  e->raw.len = 0;
+  if (rm__buf_reserve(&e->raw, n) < 0) return RM_ENOMEM;
+  o = e->raw.p;
+  for (int y = 0; y < h; y++) {
+    const uint32_t *row = px + (size_t)y * stride;
+    for (int x = 0; x < w; x++) {
+      acc = (acc << depth) | recent_index(pal, &r, row[x], pal->n);
+      bits += depth;
+      if (bits == 8) *o++ = (uint8_t)acc, acc = 0, bits = 0;
+    }
+  }
+  if (bits) *o++ = (uint8_t)(acc << (8 - bits));
+  e->raw.len = n;
+  return RM_OK;
+}
+
+/* e->raw, raw-deflated (no zlib header), into e->zout. */
+static int deflate_raw(rm__encoder *e)
+{
+  size_t bound;
+  if (!e->zr_ready) {
+    e->zr.zalloc = z_alloc;
+    e->zr.zfree = z_free;
+    e->zr.opaque = e;
+    if (deflateInit2(&e->zr, e->png_level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) return RM_ENOMEM;
+    e->zr_ready = 1;
+  } else {
+    deflateReset(&e->zr);
+  }
+  bound = deflateBound(&e->zr, (uLong)e->raw.len);
+  e->zout.len = 0;
+  if (rm__buf_reserve(&e->zout, bound) < 0) return RM_ENOMEM;
+  e->zr.next_in = e->raw.p;
+  e->zr.avail_in = (uInt)e->raw.len;
+  e->zr.next_out = e->zout.p;
+  e->zr.avail_out = (uInt)bound;
+  if (deflate(&e->zr, Z_FINISH) != Z_STREAM_END) return RM_EIO;
+  e->zout.len = e->zr.total_out;
+  return RM_OK;
+}
+
+/* Replaces the PNG at out[start..] with INDEXED if that is smaller (counting
+ * the length field PNG and INDEXED_Z carry): u8 colours (0: the palette
+ * sent last, else that many RGB triples), then the packed indices, raw or
+ * deflated. e->pal still holds the PNG's palette. Returns the encoding left
+ * in out. */
+static int indexed(rm__encoder *e, const uint32_t *px, int stride, int w, int h, rm__buf *out, size_t start)
+{
+  size_t png, head, raw, z;
+  int reuse, rc;
+  palette *pal;
+  if (e->pal.n > 255 || (size_t)w * h > INDEXED_MAX_PIXELS) return RM_SCREEN_PNG;
+  reuse = e->last.n && pal_within(&e->pal, &e->last);
+  pal = reuse ? &e->last : &e->pal;
+  if ((rc = raw_packed(e, pal, px, stride, w, h, rm__depth(pal->n))) < 0 || (rc = deflate_raw(e)) < 0) return rc;
+  png = out->len - start;
+  png += rm__varint_len(png);
+  head = 1 + (reuse ? 0 : (size_t)pal->n * 3);
+  raw = head + e->raw.len;
+  z = head + e->zout.len;
+  z += rm__varint_len(z);
+  if (raw >= png && z >= png) return RM_SCREEN_PNG;
+  out->len = start;
+  if (rm__buf_reserve(out, head) < 0) return RM_ENOMEM;
+  out->p[out->len++] = (uint8_t)(reuse ? 0 : pal->n);
+  for (int i = 0; !reuse && i < pal->n; i++) {
+    out->p[out->len++] = (uint8_t)(pal->colour[i] >> 16);
+    out->p[out->len++] = (uint8_t)(pal->colour[i] >> 8);
+    out->p[out->len++] = (uint8_t)pal->colour[i];
+  }
+  if (!reuse) e->last = e->pal;
+  if (raw <= z) return rm__buf_put(out, e->raw.p, e->raw.len) < 0 ? RM_ENOMEM : RM_SCREEN_INDEXED;
+  return rm__buf_put(out, e->zout.p, e->zout.len) < 0 ? RM_ENOMEM : RM_SCREEN_INDEXED_Z;
+}
+
+int rm__encode_lossless(rm__encoder *e, const uint32_t *px, int stride, int w, int h, rm__buf *out)
+{
+  size_t start = out->len;
+  int rc = rm__encode_png(e, px, stride, w, h, out);
+  return rc < 0 ? rc : indexed(e, px, stride, w, h, out, start);
 }
 
 /* libjpeg's default error handler exits the process; ours unwinds instead. */
@@ -321,6 +435,8 @@ rm__encoder *rm__encoder_new(rm_alloc_fn alloc, void *ud, int quality, int png_l
   e->png_level = png_level;
   e->raw.alloc = alloc;
   e->raw.ud = ud;
+  e->zout.alloc = alloc;
+  e->zout.ud = ud;
   e->jc.err = jpeg_std_error(&e->jerr.mgr);
   e->jerr.mgr.error_exit = jpeg_fail;
   if (setjmp(e->jerr.jb)) { /* jpeg_create_compress ran out of memory */
@@ -340,6 +456,8 @@ void rm__encoder_free(rm__encoder *e)
   if (!e) return;
   jpeg_destroy_compress(&e->jc);
   if (e->z_ready) deflateEnd(&e->z);
+  if (e->zr_ready) deflateEnd(&e->zr);
   rm__buf_free(&e->raw);
+  rm__buf_free(&e->zout);
   e->alloc(e->ud, e, sizeof *e, 0);
 }

@@ -20,6 +20,8 @@ typedef struct rm__buf {
 int rm__buf_reserve(rm__buf *b, size_t more);
 int rm__buf_put(rm__buf *b, const void *p, size_t n);
 void rm__buf_free(rm__buf *b);
+int rm__buf_varint(rm__buf *b, uint32_t v); /* LEB128: 7 bits a byte, low first */
+size_t rm__varint_len(size_t v);
 void rm__put16(uint8_t *p, unsigned v); /* little-endian */
 void rm__put32(uint8_t *p, uint32_t v);
 void rm__put_f64(uint8_t *p, double v);
@@ -30,6 +32,13 @@ typedef struct rm__pressed {
   char code[RM__KEY_FIELD_MAX + 1];
   int keycode;
 } rm__pressed;
+
+/* What a tile's latest version changed: columns [x0, x1] (tile-relative)
+ * of the version `base`. A viewer that has `base` needs only those. */
+typedef struct rm__change {
+  uint32_t base;
+  uint8_t x0, x1;
+} rm__change;
 
 struct rm_screen {
   Display *dpy;
@@ -42,6 +51,7 @@ struct rm_screen {
   uint32_t *tile_ver; /* ntx*nty */
   uint64_t *row_hash; /* h*ntx: hash of each tile-wide pixel row */
   uint8_t *damaged;   /* ntx*nty: damage seen since the last grab */
+  rm__change *chg;    /* ntx*nty: the columns each tile's last version changed */
   int any_damage;
   int resized;        /* the size changed since the last poll */
   int dead;           /* the X connection failed */
@@ -79,7 +89,10 @@ rm__encoder *rm__encoder_new(rm_alloc_fn alloc, void *ud, int quality, int png_l
 void rm__encoder_free(rm__encoder *e);
 /* Distinct colours in a rectangle, counting stops above limit. */
 int rm__count_colours(const uint32_t *px, int stride, int w, int h, int limit, uint32_t *first);
+int rm__depth(int n); /* the bit depth that holds n palette indices: 1, 2, 4 or 8 */
 int rm__encode_png(rm__encoder *e, const uint32_t *px, int stride, int w, int h, rm__buf *out);
+/* PNG, or INDEXED when smaller; returns the encoding used (or < 0). */
+int rm__encode_lossless(rm__encoder *e, const uint32_t *px, int stride, int w, int h, rm__buf *out);
 int rm__encode_jpeg(rm__encoder *e, const uint32_t *px, int stride, int w, int h, rm__buf *out);
 
 #endif

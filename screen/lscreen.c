@@ -3,7 +3,7 @@
  *   local scr, err = screen.open([display])
  *   scr:size() -> w, h      scr:fd() -> n      scr:poll() -> changed
  *   scr:drain() -> drawn (X events only; the grab waits for the next poll)
- *   scr:viewer([{quality=, png_level=, max_colours=}]) -> viewer
+ *   scr:viewer([{quality=, png_level=, max_colours=, timestamps=}]) -> viewer
  *   viewer:frame([grab]) -> string or nil      viewer:reset()
  *   scr:input(msg) -> true[, reply] or nil, reason, close_code
  *   scr:close()
@@ -196,6 +196,9 @@ static int l_viewer(lua_State *L)
     cfg.quality = opt_field(L, "quality", 1, 100);
     cfg.png_level = opt_field(L, "png_level", 1, 9);
     cfg.max_colours = opt_field(L, "max_colours", 1, 256);
+    lua_getfield(L, 2, "timestamps");
+    cfg.timestamps = lua_toboolean(L, -1);
+    lua_pop(L, 1);
   }
   u = lua_newuserdatauv(L, sizeof *u, 1);
   memset(u, 0, sizeof *u);

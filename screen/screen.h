@@ -39,12 +39,14 @@ enum {
   RM_SCREEN_SOLID = 0,
   RM_SCREEN_PNG = 1,
   RM_SCREEN_JPEG = 2,
-  RM_SCREEN_COPY = 3
+  RM_SCREEN_COPY = 3,
+  RM_SCREEN_INDEXED = 4,
+  RM_SCREEN_INDEXED_Z = 5
 };
+/* Frame flags: what follows the first two bytes. */
+enum { RM_SCREEN_FULL = 1, RM_SCREEN_TIME = 2 };
 
-#define RM_SCREEN_HEADER 24    /* bytes before the first rectangle */
-#define RM_SCREEN_RECT_HEADER 13
-#define RM_SCREEN_REPLY_MAX 24 /* the largest reply rm_screen_input() writes */
+#define RM_SCREEN_REPLY_MAX 12 /* the largest reply rm_screen_input() writes */
 
 typedef struct rm_screen rm_screen;
 typedef struct rm_screen_viewer rm_screen_viewer;
@@ -96,6 +98,7 @@ typedef struct rm_screen_viewer_config {
   int quality;        /* JPEG quality 1..100; 0: 75 */
   int png_level;      /* zlib level 1..9; 0: 6 */
   int max_colours;    /* a rectangle with more colours goes JPEG; 0: 256 */
+  int timestamps;     /* 1: every frame carries the server time (for tracing latency) */
 } rm_screen_viewer_config;
 
 /* cfg may be NULL. The viewer does not keep a pointer to the screen; it may

@@ -38,7 +38,7 @@ struct rm_screen_viewer {
   uint32_t gen;      /* the screen size generation the arrays fit */
   int w, h, ntx, nty;
   int full;          /* the viewer has nothing yet */
-  uint32_t seq;
+  int timestamps;    /* every frame carries the server time */
   int max_colours;
   uint32_t *have;    /* ntx*nty: tile versions the viewer has (0: none) */
   uint64_t *vhash;   /* h*ntx: row hashes as the viewer has them (0: unknown) */
@@ -51,6 +51,7 @@ struct rm_screen_viewer {
   size_t nrects, caprects;
   rm__encoder *enc;
   rm__buf msg;
+  rm__buf pay;       /* one rectangle's payload, before its length is known */
 };
 
 static void *mem(rm_screen_viewer *v, void *p, size_t osize, size_t nsize)
@@ -127,8 +128,9 @@ int rm_screen_viewer_new(rm_screen *s, const rm_screen_viewer_config *cfg, rm_sc
   v->alloc = s->alloc;
   v->ud = s->alloc_ud;
   v->max_colours = colours;
-  v->msg.alloc = s->alloc;
-  v->msg.ud = s->alloc_ud;
+  v->timestamps = cfg && cfg->timestamps;
+  v->msg.alloc = v->pay.alloc = s->alloc;
+  v->msg.ud = v->pay.ud = s->alloc_ud;
   v->enc = rm__encoder_new(s->alloc, s->alloc_ud, quality, level);
   if (!v->enc || fit(v, s) < 0) {
     rm_screen_viewer_free(v);
@@ -145,6 +147,7 @@ void rm_screen_viewer_free(rm_screen_viewer *v)
   mem(v, v->rects, v->caprects * sizeof(rect), 0);
   rm__encoder_free(v->enc);
   rm__buf_free(&v->msg);
+  rm__buf_free(&v->pay);
   v->alloc(v->ud, v, sizeof *v, 0);
 }
 
@@ -346,18 +349,26 @@ static int plan_copies(const rm_screen *s, rm_screen_viewer *v)
 
 /* --- step 2: everything else ---------------------------------------------- */
 
-/* The rows of tile (tx, ty) that still need pixels: [*y0, *y1). */
-static int residual(const rm_screen *s, const rm_screen_viewer *v, int tx, int ty, int *y0, int *y1)
+/* The part of tile (tx, ty) that still needs pixels: the rows that differ
+ * from the viewer's, and when the viewer has the version before the
+ * tile's last change, only the columns that change touched. */
+static int residual(const rm_screen *s, const rm_screen_viewer *v, int tx, int ty, rect *part)
 {
-  int top = ty * T, bottom = s->h - top < T ? s->h : top + T;
-  *y0 = -1;
+  int top = ty * T, bottom = s->h - top < T ? s->h : top + T, t = ty * s->ntx + tx, y0 = -1, y1 = 0;
   for (int y = top; y < bottom; y++) {
     size_t i = (size_t)y * s->ntx + tx;
     if (v->done[i] || s->row_hash[i] == v->vhash[i]) continue;
-    if (*y0 < 0) *y0 = y;
-    *y1 = y + 1;
+    if (y0 < 0) y0 = y;
+    y1 = y + 1;
   }
-  return *y0 >= 0;
+  if (y0 < 0) return 0;
+  part->y = y0;
+  part->h = y1 - y0;
+  if (v->have[t] == s->chg[t].base) {
+    part->x += s->chg[t].x0;
+    part->w = s->chg[t].x1 + 1 - s->chg[t].x0;
+  }
+  return 1;
 }
 
 /* Sets r's encoding (and colour count) from its pixels. */
@@ -365,12 +376,6 @@ static void classify(const rm_screen *s, const rm_screen_viewer *v, rect *r)
 {
   r->ncol = rm__count_colours(s->fb + (size_t)r->y * s->w + r->x, s->w, r->w, r->h, v->max_colours, &r->colour);
   r->enc = r->ncol == 1 ? RM_SCREEN_SOLID : r->ncol <= v->max_colours ? RM_SCREEN_PNG : RM_SCREEN_JPEG;
-}
-
-/* The PNG bit depth n colours need. */
-static int depth(int n)
-{
-  return n <= 2 ? 1 : n <= 4 ? 2 : n <= 16 ? 4 : 8;
 }
 
 static int alike(const rect *a, const rect *b)
@@ -388,22 +393,24 @@ static int lossless(int enc)
  * each other (joining two-colour text to a many-coloured dialog would write
  * the text with 8 bits a pixel, not 1), or both JPEG. The result covers the
  * rows of both (a few unchanged rows sent again cost less than another image
- * to decode); lossless ones become one PNG. */
+ * to decode); lossless ones become one PNG. A part that does not start
+ * where open ends (columns cropped to a change) takes the gap along. */
 static int join(rect *open, const rect *part)
 {
   int y0 = open->y < part->y ? open->y : part->y;
   int y1 = open->y + open->h > part->y + part->h ? open->y + open->h : part->y + part->h;
-  if (open->y == part->y && open->h == part->h && alike(open, part)) {
+  int touch = open->x + open->w == part->x;
+  if (touch && open->y == part->y && open->h == part->h && alike(open, part)) {
     open->w += part->w;
     return 1;
   }
   if (lossless(open->enc) != lossless(part->enc)) return 0;
   if (lossless(open->enc)) {
-    if (depth(open->ncol) != depth(part->ncol)) return 0;
+    if (rm__depth(open->ncol) != rm__depth(part->ncol)) return 0;
     open->enc = RM_SCREEN_PNG;
     open->ncol = open->ncol > part->ncol ? open->ncol : part->ncol;
   }
-  open->w += part->w;
+  open->w = part->x + part->w - open->x;
   open->y = y0;
   open->h = y1 - y0;
   return 1;
@@ -415,13 +422,10 @@ static int plan_row(const rm_screen *s, rm_screen_viewer *v, int ty)
   rect *open = NULL;
   for (int tx = 0; tx < s->ntx; tx++) {
     rect part = {tx * T, 0, tile_w(s, tx), 0, 0, 0, 0, 0, 0};
-    int y0, y1;
-    if (!tile_dirty(s, v, tx, ty) || !residual(s, v, tx, ty, &y0, &y1)) {
+    if (!tile_dirty(s, v, tx, ty) || !residual(s, v, tx, ty, &part)) {
       open = NULL;
       continue;
     }
-    part.y = y0;
-    part.h = y1 - y0;
     classify(s, v, &part);
     if (open && join(open, &part)) continue;
     if (!(open = add_rect(v))) return RM_ENOMEM;
@@ -472,58 +476,64 @@ static int plan_tiles(const rm_screen *s, rm_screen_viewer *v)
 
 /* --- the message ---------------------------------------------------------- */
 
+/* Encodings whose payload length is not implied by the rectangle. */
+static int sized(int enc)
+{
+  return enc == RM_SCREEN_PNG || enc == RM_SCREEN_JPEG || enc == RM_SCREEN_INDEXED_Z;
+}
+
+/* u8 encoding, varint x, y, w, h, [varint length], payload. */
 static int encode_rect(const rm_screen *s, rm_screen_viewer *v, const rect *r)
 {
-  rm__buf *b = &v->msg;
-  size_t head = b->len;
+  rm__buf *pay = &v->pay, *b = &v->msg;
   const uint32_t *px = s->fb + (size_t)r->y * s->w + r->x;
-  int rc = RM_OK;
-  if (rm__buf_reserve(b, RM_SCREEN_RECT_HEADER + 4) < 0) return RM_ENOMEM;
-  rm__put16(b->p + head, (unsigned)r->x);
-  rm__put16(b->p + head + 2, (unsigned)r->y);
-  rm__put16(b->p + head + 4, (unsigned)r->w);
-  rm__put16(b->p + head + 6, (unsigned)r->h);
-  b->p[head + 8] = (uint8_t)r->enc;
-  b->len += RM_SCREEN_RECT_HEADER;
+  int enc = r->enc, rc = RM_OK;
+  pay->len = 0;
   switch (r->enc) {
   case RM_SCREEN_COPY:
-    rm__put16(b->p + b->len, (unsigned)r->x);
-    rm__put16(b->p + b->len + 2, (unsigned)r->sy);
-    b->len += 4;
+    if (rm__buf_varint(pay, (uint32_t)r->x) < 0 || rm__buf_varint(pay, (uint32_t)r->sy) < 0) return RM_ENOMEM;
     break;
-  case RM_SCREEN_SOLID:
-    b->p[b->len] = (uint8_t)(r->colour >> 16);
-    b->p[b->len + 1] = (uint8_t)(r->colour >> 8);
-    b->p[b->len + 2] = (uint8_t)r->colour;
-    b->len += 3;
+  case RM_SCREEN_SOLID: {
+    uint8_t rgb[3] = {(uint8_t)(r->colour >> 16), (uint8_t)(r->colour >> 8), (uint8_t)r->colour};
+    rc = rm__buf_put(pay, rgb, 3);
     break;
+  }
   case RM_SCREEN_PNG:
-    rc = rm__encode_png(v->enc, px, s->w, r->w, r->h, b);
+    rc = enc = rm__encode_lossless(v->enc, px, s->w, r->w, r->h, pay);
     break;
   default:
-    rc = rm__encode_jpeg(v->enc, px, s->w, r->w, r->h, b);
+    rc = rm__encode_jpeg(v->enc, px, s->w, r->w, r->h, pay);
     break;
   }
   if (rc < 0) return rc;
-  rm__put32(b->p + head + 9, (uint32_t)(b->len - head - RM_SCREEN_RECT_HEADER));
-  return RM_OK;
+  if (rm__buf_reserve(b, 1) < 0) return RM_ENOMEM;
+  b->p[b->len++] = (uint8_t)enc;
+  if (rm__buf_varint(b, (uint32_t)r->x) < 0 || rm__buf_varint(b, (uint32_t)r->y) < 0 ||
+      rm__buf_varint(b, (uint32_t)r->w) < 0 || rm__buf_varint(b, (uint32_t)r->h) < 0 ||
+      (sized(enc) && rm__buf_varint(b, (uint32_t)pay->len) < 0))
+    return RM_ENOMEM;
+  return rm__buf_put(b, pay->p, pay->len);
 }
 
+/* u8 type, u8 flags, [u16 w, u16 h when full], [f64 time], rectangles to
+ * the end: an idle update is a few bytes of header around one small rect. */
 static int build(const rm_screen *s, rm_screen_viewer *v)
 {
-  uint8_t *p;
+  uint8_t head[2 + 4 + 8];
+  size_t n = 2;
+  head[0] = RM_SCREEN_MSG_FRAME;
+  head[1] = (uint8_t)((v->full ? RM_SCREEN_FULL : 0) | (v->timestamps ? RM_SCREEN_TIME : 0));
+  if (v->full) {
+    rm__put16(head + n, (unsigned)s->w);
+    rm__put16(head + n + 2, (unsigned)s->h);
+    n += 4;
+  }
+  if (v->timestamps) {
+    rm__put_f64(head + n, rm__now_ms());
+    n += 8;
+  }
   v->msg.len = 0;
-  if (rm__buf_reserve(&v->msg, RM_SCREEN_HEADER) < 0) return RM_ENOMEM;
-  p = v->msg.p;
-  memset(p, 0, RM_SCREEN_HEADER);
-  p[0] = RM_SCREEN_MSG_FRAME;
-  p[1] = v->full ? 1 : 0;
-  rm__put16(p + 2, (unsigned)s->w);
-  rm__put16(p + 4, (unsigned)s->h);
-  rm__put32(p + 8, v->seq + 1);
-  rm__put32(p + 12, (uint32_t)v->nrects);
-  rm__put_f64(p + 16, rm__now_ms());
-  v->msg.len = RM_SCREEN_HEADER;
+  if (rm__buf_put(&v->msg, head, n) < 0) return RM_ENOMEM;
   for (size_t i = 0; i < v->nrects; i++) {
     int rc = encode_rect(s, v, &v->rects[i]);
     if (rc < 0) return rc;
@@ -556,7 +566,6 @@ int rm_screen_frame(rm_screen *s, rm_screen_viewer *v, const uint8_t **msg, size
   if (v->nrects && (rc = build(s, v)) < 0) return rc;
   commit(s, v);
   if (!v->nrects) return 0; /* tiles changed and changed back */
-  v->seq++;
   *msg = v->msg.p;
   *len = v->msg.len;
   return 1;

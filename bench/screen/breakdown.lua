@@ -7,18 +7,45 @@ local screen = require "screen"
 local seconds, every = tonumber(arg[1] or 5), tonumber(arg[2] or 40)
 local scr = assert(screen.open())
 local v = scr:viewer{quality = tonumber(os.getenv("SCREENSHARE_QUALITY") or 85)}
-local names = {[0] = "SOLID", "PNG", "JPEG", "COPY"}
+local names = {[0] = "SOLID", "PNG", "JPEG", "COPY", "INDEXED", "INDEXED_Z"}
 local frames, bytes, grab_ms, frame_ms, ticks = 0, 0, 0, 0, 0
 local count, size = {}, {}
 
--- Rectangles and payload bytes per encoding of one update (docs/screen-protocol.md).
+local function varint(m, off)
+  local v, shift, b = 0, 0, 0x80
+  while b >= 0x80 do
+    b = m:byte(off)
+    v, shift, off = v | (b & 0x7f) << shift, shift + 7, off + 1
+  end
+  return v, off
+end
+
+-- Rectangles and bytes per encoding of one update (docs/screen-protocol.md).
 local function tally(m)
-  local off = 25
-  for _ = 1, string.unpack("<I4", m, 13) do
-    local enc, len = string.unpack("<BI4", m, off + 8)
+  local flags, off = m:byte(2), 3
+  if flags & 1 ~= 0 then off = off + 4 end
+  if flags & 2 ~= 0 then off = off + 8 end
+  local npal = 0   -- colours of the last INDEXED palette
+  while off <= #m do
+    local start, enc, w, h, len = off, m:byte(off)
+    off = off + 1
+    _, off = varint(m, off)
+    _, off = varint(m, off)
+    w, off = varint(m, off)
+    h, off = varint(m, off)
+    if enc == 1 or enc == 2 or enc == 5 then len, off = varint(m, off) end
+    if enc == 0 then off = off + 3
+    elseif enc == 3 then _, off = varint(m, off); _, off = varint(m, off)
+    elseif enc == 4 then
+      npal = m:byte(off) > 0 and m:byte(off) or npal
+      local depth = npal <= 2 and 1 or npal <= 4 and 2 or npal <= 16 and 4 or 8
+      off = off + 1 + 3 * m:byte(off) + (w * h * depth + 7) // 8
+    else
+      if enc == 5 and m:byte(off) > 0 then npal = m:byte(off) end
+      off = off + len
+    end
     count[enc] = (count[enc] or 0) + 1
-    size[enc] = (size[enc] or 0) + 13 + len
-    off = off + 13 + len
+    size[enc] = (size[enc] or 0) + off - start
   end
 end
 
@@ -40,7 +67,7 @@ timer = ba.timer(function()
   local n = math.max(frames, 1)
   print(string.format("%d updates in %d s, %.0f B each; CPU: grab %.2f ms per tick (%d ticks), frame %.2f ms per update",
                       frames, seconds, bytes / n, grab_ms / ticks, ticks, frame_ms / n))
-  for e = 0, 3 do
+  for e = 0, 5 do
     if count[e] then
       print(string.format("  %-5s %5.1f rects, %7.0f B per update", names[e], count[e] / n, size[e] / n))
     end

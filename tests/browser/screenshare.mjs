@@ -52,7 +52,7 @@ function instrument() {
     const old = t.mask.slice();
     for (const r of frame.rects) {
       let sx = 0, sy = 0;
-      if (r.enc === 3) { const d = new DataView(r.data.buffer, r.data.byteOffset, 4); sx = d.getUint16(0, true); sy = d.getUint16(2, true); }
+      if (r.enc === 3) { sx = r.sx; sy = r.sy; }
       for (let y = 0; y < r.h; y++)
         for (let x = 0; x < r.w; x++)
           t.mask[(r.y + y) * t.w + r.x + x] = r.enc === 2 ? 1 : r.enc === 3 ? old[(sy + y) * t.w + sx + x] : 0;

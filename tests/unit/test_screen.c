@@ -148,16 +148,28 @@ static int settle(void)
 
 /* --- a model viewer -------------------------------------------------------- */
 
+#define NENC 6 /* SOLID, PNG, JPEG, COPY, INDEXED, INDEXED_Z */
+
+/* Where the first rectangle of an encoding was in the last message. */
+typedef struct seen {
+  int x, y, w, h;
+  const uint8_t *pay;
+  size_t plen;
+} seen;
+
+/* What a browser keeps: the canvas and the INDEXED palette sent last. */
 typedef struct model {
   int w, h;
   uint32_t *px;
-  int count[4]; /* rectangles per encoding, last message */
-  int copy_dy;  /* source minus destination row of the last COPY */
-  size_t bytes[4];
+  uint32_t pal[256];
+  int npal;
+  int count[NENC]; /* rectangles per encoding, last message */
+  int copy_dy;     /* source minus destination row of the last COPY */
+  size_t bytes[NENC];
+  seen first[NENC];
 } model;
 
 static unsigned get16(const uint8_t *p) { return p[0] | p[1] << 8; }
-static uint32_t get32(const uint8_t *p) { return get16(p) | (uint32_t)get16(p + 2) << 16; }
 static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]; }
 
 /* Decodes our PNGs (indexed 1/2/4/8-bit with filter None, RGB with Sub) into
@@ -253,53 +265,128 @@ static int decode_jpeg(const uint8_t *p, size_t n, int w, int h, uint32_t *out)
   return 0;
 }
 
-/* Applies one frame message; returns 0, or -1 if anything is malformed. */
+static int get_varint(const uint8_t *msg, size_t len, size_t *off, int *v)
+{
+  uint32_t x = 0;
+  for (int shift = 0; shift < 35 && *off < len; shift += 7) {
+    uint8_t b = msg[(*off)++];
+    x |= (uint32_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *v = (int)x;
+      return x <= 0xffff ? 0 : -1;
+    }
+  }
+  return -1;
+}
+
+/* INDEXED: u8 colours (0: the last palette), triples, packed indices (raw
+ * or deflated); into out. Returns the payload's length, or 0 if malformed. */
+static size_t decode_indexed(model *m, const uint8_t *p, size_t avail, int zipped, size_t plen, int w, int h,
+                             uint32_t *out)
+{
+  size_t head, need;
+  int depth;
+  uint8_t *bits;
+  uLongf got;
+  if (avail < 1) return 0;
+  if (p[0]) {
+    if (avail < 1 + (size_t)p[0] * 3) return 0;
+    m->npal = p[0];
+    for (int i = 0; i < m->npal; i++) m->pal[i] = (uint32_t)(p[1 + i * 3] << 16 | p[2 + i * 3] << 8 | p[3 + i * 3]);
+  }
+  if (!m->npal) return 0;
+  head = 1 + (size_t)p[0] * 3;
+  depth = m->npal <= 2 ? 1 : m->npal <= 4 ? 2 : m->npal <= 16 ? 4 : 8;
+  need = ((size_t)w * h * depth + 7) / 8;
+  if (!zipped) {
+    if (avail < head + need) return 0;
+    bits = (uint8_t *)p + head;
+  } else {
+    z_stream z = {0};
+    if (plen < head) return 0;
+    bits = malloc(need + 1);
+    inflateInit2(&z, -15);
+    z.next_in = (uint8_t *)p + head;
+    z.avail_in = (uInt)(plen - head);
+    z.next_out = bits;
+    z.avail_out = (uInt)need + 1;
+    got = inflate(&z, Z_FINISH) == Z_STREAM_END && z.total_out == need && z.avail_in == 0;
+    inflateEnd(&z);
+    if (!got) {
+      free(bits);
+      return 0;
+    }
+  }
+  for (size_t i = 0; i < (size_t)w * h; i++) {
+    size_t bit = i * depth;
+    int v = (bits[bit / 8] >> (8 - depth - bit % 8)) & ((1 << depth) - 1);
+    if (v >= m->npal) v = 0; /* caught by the comparison with the screen */
+    out[i] = m->pal[v];
+  }
+  if (zipped) free(bits);
+  return zipped ? plen : head + need;
+}
+
+/* Applies one frame message (docs/screen-protocol.md); returns 0, or -1 if
+ * anything is malformed. */
 static int apply(model *m, const uint8_t *msg, size_t len)
 {
-  uint32_t nrects, *before;
-  size_t off = RM_SCREEN_HEADER;
-  int w, h;
+  uint32_t *before;
+  size_t off = 2;
   memset(m->count, 0, sizeof m->count);
   memset(m->bytes, 0, sizeof m->bytes);
-  if (len < RM_SCREEN_HEADER || msg[0] != RM_SCREEN_MSG_FRAME) return -1;
-  w = (int)get16(msg + 2);
-  h = (int)get16(msg + 4);
-  nrects = get32(msg + 12);
-  if (w != m->w || h != m->h) {
-    free(m->px);
-    m->px = calloc((size_t)w * h, 4);
-    m->w = w;
-    m->h = h;
+  memset(m->first, 0, sizeof m->first);
+  if (len < 2 || msg[0] != RM_SCREEN_MSG_FRAME || (msg[1] & ~(RM_SCREEN_FULL | RM_SCREEN_TIME))) return -1;
+  if (msg[1] & RM_SCREEN_FULL) {
+    int w, h;
+    if (len < 6) return -1;
+    w = (int)get16(msg + 2);
+    h = (int)get16(msg + 4);
+    off = 6;
+    if (w != m->w || h != m->h) {
+      free(m->px);
+      m->px = calloc((size_t)w * h, 4);
+      m->w = w;
+      m->h = h;
+    }
   }
-  before = malloc((size_t)w * h * 4);
-  memcpy(before, m->px, (size_t)w * h * 4);
-  for (uint32_t i = 0; i < nrects; i++) {
-    const uint8_t *r = msg + off, *pay;
-    int x, y, rw, rh, enc;
-    uint32_t plen;
+  if (msg[1] & RM_SCREEN_TIME) off += 8;
+  if (!m->px || off > len) return -1;
+  before = malloc((size_t)m->w * m->h * 4);
+  memcpy(before, m->px, (size_t)m->w * m->h * 4);
+  while (off < len) {
+    size_t start = off, plen = 0;
+    int x, y, rw, rh, enc = msg[off++], n;
+    const uint8_t *pay;
     uint32_t *tmp;
-    if (off + RM_SCREEN_RECT_HEADER > len) goto bad;
-    x = (int)get16(r), y = (int)get16(r + 2), rw = (int)get16(r + 4), rh = (int)get16(r + 6);
-    enc = r[8];
-    plen = get32(r + 9);
-    pay = r + RM_SCREEN_RECT_HEADER;
-    off += RM_SCREEN_RECT_HEADER + plen;
-    if (off > len || enc > 3 || rw < 1 || rh < 1 || x + rw > w || y + rh > h) goto bad;
-    m->count[enc]++;
-    m->bytes[enc] += RM_SCREEN_RECT_HEADER + plen;
+    if (enc >= NENC || get_varint(msg, len, &off, &x) || get_varint(msg, len, &off, &y) ||
+        get_varint(msg, len, &off, &rw) || get_varint(msg, len, &off, &rh))
+      goto bad;
+    if ((enc == RM_SCREEN_PNG || enc == RM_SCREEN_JPEG || enc == RM_SCREEN_INDEXED_Z) &&
+        (get_varint(msg, len, &off, &n) || (plen = (size_t)n) > len - off))
+      goto bad;
+    if (rw < 1 || rh < 1 || x + rw > m->w || y + rh > m->h) goto bad;
+    pay = msg + off;
     tmp = malloc((size_t)rw * rh * 4);
     if (enc == RM_SCREEN_SOLID) {
-      if (plen != 3) goto bad_tmp;
+      if (len - off < 3) goto bad_tmp;
+      plen = 3;
       for (int k = 0; k < rw * rh; k++) tmp[k] = (uint32_t)(pay[0] << 16 | pay[1] << 8 | pay[2]);
     } else if (enc == RM_SCREEN_COPY) {
-      int sx = (int)get16(pay), sy = (int)get16(pay + 2);
-      if (plen != 4 || sx + rw > w || sy + rh > h) goto bad_tmp;
-      for (int j = 0; j < rh; j++) memcpy(tmp + j * rw, before + (size_t)(sy + j) * w + sx, (size_t)rw * 4);
+      int sx, sy;
+      if (get_varint(msg, len, &off, &sx) || get_varint(msg, len, &off, &sy) || sx + rw > m->w || sy + rh > m->h)
+        goto bad_tmp;
+      for (int j = 0; j < rh; j++) memcpy(tmp + j * rw, before + (size_t)(sy + j) * m->w + sx, (size_t)rw * 4);
       m->copy_dy = sy - y;
+    } else if (enc == RM_SCREEN_INDEXED || enc == RM_SCREEN_INDEXED_Z) {
+      if (!(plen = decode_indexed(m, pay, len - off, enc == RM_SCREEN_INDEXED_Z, plen, rw, rh, tmp))) goto bad_tmp;
     } else if ((enc == RM_SCREEN_PNG ? decode_png : decode_jpeg)(pay, plen, rw, rh, tmp) < 0) {
       goto bad_tmp;
     }
-    for (int j = 0; j < rh; j++) memcpy(m->px + (size_t)(y + j) * w + x, tmp + j * rw, (size_t)rw * 4);
+    off += plen;
+    if (!m->count[enc]++) m->first[enc] = (seen){x, y, rw, rh, pay, plen};
+    m->bytes[enc] += off - start;
+    for (int j = 0; j < rh; j++) memcpy(m->px + (size_t)(y + j) * m->w + x, tmp + j * rw, (size_t)rw * 4);
     free(tmp);
     continue;
   bad_tmp:
@@ -307,7 +394,7 @@ static int apply(model *m, const uint8_t *msg, size_t len)
     goto bad;
   }
   free(before);
-  return off == len ? 0 : -1;
+  return 0;
 bad:
   free(before);
   return -1;
@@ -421,7 +508,7 @@ static void test_viewer_full_then_changes(void)
   fill(canvas, 140, 200, 20, 8, 0x123456); /* tile (2,3) only */
   settle();
   CHECK_EQ(frame(v, &m, &len), 1);
-  CHECK_EQ(m.count[0] + m.count[1] + m.count[2] + m.count[3], 1);
+  CHECK_EQ(m.count[0] + m.count[1] + m.count[2] + m.count[3] + m.count[4] + m.count[5], 1);
   CHECK(len < 200);
   CHECK_EQ(model_diff(&m, 0, 0, SW, SH), 0);
   CHECK_EQ(frame(v, &m, NULL), 0);
@@ -456,7 +543,7 @@ static void test_two_viewers(void)
     CHECK_EQ(model_diff(&mf, 0, 0, SW, SH), 0);
   }
   CHECK_EQ(rm_screen_frame(scr, slow, &msg, &len), 1);
-  CHECK_EQ(get32(msg + 8), 2); /* its second message carries all three */
+  CHECK_EQ(msg[1] & RM_SCREEN_FULL, 0); /* its second message carries all three */
   CHECK_EQ(apply(&ms, msg, len), 0);
   CHECK_EQ(model_diff(&ms, 0, 0, SW, SH), 0);
   CHECK_EQ(frame(fast, &mf, NULL), 0);
@@ -467,41 +554,52 @@ static void test_two_viewers(void)
   free(ms.px);
 }
 
-/* Finds the first rectangle with the given encoding; returns its payload. */
-static const uint8_t *find_rect(const uint8_t *msg, int enc, int *x, int *y, int *w, int *h, uint32_t *plen)
+/* A typed character is one small INDEXED rectangle cropped to the glyph's
+ * columns; the next one reuses the palette. */
+static void test_small_change_is_indexed(void)
 {
-  size_t off = RM_SCREEN_HEADER;
-  for (uint32_t i = 0; i < get32(msg + 12); i++) {
-    const uint8_t *r = msg + off;
-    *plen = get32(r + 9);
-    off += RM_SCREEN_RECT_HEADER + *plen;
-    if (r[8] != enc) continue;
-    *x = (int)get16(r), *y = (int)get16(r + 2), *w = (int)get16(r + 4), *h = (int)get16(r + 6);
-    return r + RM_SCREEN_RECT_HEADER;
-  }
-  return NULL;
+  rm_screen_viewer *v;
+  model m = {0};
+  size_t len;
+  seen *p = &m.first[RM_SCREEN_INDEXED];
+  rm_screen_viewer_new(scr, NULL, &v);
+  frame(v, &m, NULL);
+  text(canvas, 203, 440, "x", 0x000000);
+  settle();
+  CHECK_EQ(frame(v, &m, &len), 1);
+  printf("# one typed character: %zu bytes (%dx%d)\n", len, p->w, p->h);
+  CHECK_EQ(m.count[RM_SCREEN_INDEXED], 1);
+  CHECK(p->w <= 8);
+  CHECK(len <= 32);
+  CHECK_EQ(model_diff(&m, 0, 0, SW, SH), 0);
+  text(canvas, 331, 440, "y", 0x000000);
+  settle();
+  CHECK_EQ(frame(v, &m, &len), 1);
+  CHECK_EQ(m.count[RM_SCREEN_INDEXED], 1);
+  CHECK(p->pay && p->pay[0] == 0); /* the same two colours as before */
+  CHECK_EQ(model_diff(&m, 0, 0, SW, SH), 0);
+  rm_screen_viewer_free(v);
+  free(m.px);
 }
 
 static void test_png_exact(void)
 {
   rm_screen_viewer *v;
   model m = {0};
-  const uint8_t *msg, *png;
-  size_t len;
+  seen *p = &m.first[RM_SCREEN_PNG];
   int x, y, w, h;
-  uint32_t plen;
   rm_screen_viewer_new(scr, NULL, &v);
   frame(v, &m, NULL);
   for (int i = 0; i < 8; i++) text(canvas, 10, 270 + i * 14, "The quick brown fox jumps over 0123456789", 0x202020 + (unsigned long)i * 0x10);
   settle();
-  CHECK_EQ(rm_screen_frame(scr, v, &msg, &len), 1);
-  png = find_rect(msg, RM_SCREEN_PNG, &x, &y, &w, &h, &plen);
-  CHECK(png != NULL);
-  if (png) {
+  CHECK_EQ(frame(v, &m, NULL), 1);
+  CHECK(p->pay != NULL);
+  x = p->x, y = p->y, w = p->w, h = p->h;
+  if (p->pay) {
     uint32_t *px = malloc((size_t)w * h * 4);
     const uint32_t *fb = rm_screen_pixels(scr);
     long diff = 0;
-    CHECK_EQ(decode_png(png, plen, w, h, px), 0);
+    CHECK_EQ(decode_png(p->pay, p->plen, w, h, px), 0);
     for (int j = 0; j < h; j++)
       for (int i = 0; i < w; i++) diff += px[j * w + i] != fb[(size_t)(y + j) * SW + x + i];
     CHECK_EQ(diff, 0);
@@ -515,30 +613,29 @@ static void test_jpeg_tolerance(void)
 {
   rm_screen_viewer *v;
   model m = {0};
-  const uint8_t *msg, *jpg;
-  size_t len;
+  seen *p = &m.first[RM_SCREEN_JPEG];
   int x, y, w, h;
-  uint32_t plen;
+  size_t plen;
   rm_screen_viewer_new(scr, NULL, &v);
   frame(v, &m, NULL);
   photo(canvas, 384, 0, 256, 256);
   settle();
-  CHECK_EQ(rm_screen_frame(scr, v, &msg, &len), 1);
-  jpg = find_rect(msg, RM_SCREEN_JPEG, &x, &y, &w, &h, &plen);
-  CHECK(jpg != NULL);
-  if (jpg) {
+  CHECK_EQ(frame(v, &m, NULL), 1);
+  CHECK(p->pay != NULL);
+  x = p->x, y = p->y, w = p->w, h = p->h, plen = p->plen;
+  if (p->pay) {
     uint32_t *px = malloc((size_t)w * h * 4);
     const uint32_t *fb = rm_screen_pixels(scr);
     double sum = 0;
-    CHECK_EQ(decode_jpeg(jpg, plen, w, h, px), 0);
+    CHECK_EQ(decode_jpeg(p->pay, plen, w, h, px), 0);
     for (int j = 0; j < h; j++)
       for (int i = 0; i < w; i++)
         for (int c = 0; c < 24; c += 8)
           sum += abs((int)((px[j * w + i] >> c) & 0xff) - (int)((fb[(size_t)(y + j) * SW + x + i] >> c) & 0xff));
     sum /= (double)w * h * 3;
-    printf("# jpeg %dx%d: %u bytes, mean error %.2f\n", w, h, plen, sum);
+    printf("# jpeg %dx%d: %zu bytes, mean error %.2f\n", w, h, plen, sum);
     CHECK(sum < 8.0);
-    CHECK(plen < (uint32_t)(w * h)); /* well under 1 byte per pixel */
+    CHECK(plen < (size_t)(w * h)); /* well under 1 byte per pixel */
     free(px);
   }
   rm_screen_viewer_free(v);
@@ -744,7 +841,7 @@ static void test_malformed_input(void)
   }
   memcpy(ping + 4, &ts, 8);
   CHECK_EQ(rm_screen_input(scr, ping, 12, reply, &rl, NULL), RM_OK);
-  CHECK_EQ(rl, 20);
+  CHECK_EQ(rl, 12);
   CHECK_EQ(reply[0], RM_SCREEN_MSG_PONG);
   memcpy(&echo, reply + 4, 8);
   CHECK(echo == ts);
@@ -928,6 +1025,7 @@ int main(void)
   RUN(test_drain_defers_the_grab);
   RUN(test_viewer_full_then_changes);
   RUN(test_two_viewers);
+  RUN(test_small_change_is_indexed);
   RUN(test_png_exact);
   RUN(test_jpeg_tolerance);
   RUN(test_copy_on_scroll);

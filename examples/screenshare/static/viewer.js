@@ -16,14 +16,14 @@
 // The wire format is described in docs/screen-protocol.md. Updates are
 // applied strictly in arrival order: each one decodes all its images in
 // parallel, then paints COPY rectangles (from the canvas as it was), then
-// the rest.
+// the rest. Updates are numbered 1, 2, ... in arrival order; ACK names one.
 (function () {
   "use strict";
 
   var MSG_FRAME = 1, MSG_PONG = 2;
   var IN_MOVE = 1, IN_BUTTON = 2, IN_KEY = 3, IN_CLIPBOARD = 4, IN_PING = 5, IN_ACK = 6;
-  var SOLID = 0, PNG = 1, JPEG = 2, COPY = 3;
-  var HEADER = 24, RECT_HEADER = 13;
+  var SOLID = 0, PNG = 1, JPEG = 2, COPY = 3, INDEXED = 4, INDEXED_Z = 5;
+  var FULL = 1, TIME = 2;
   var KEY_FIELD_MAX = 32;
   var WHEEL_STEP = 50; // pixels of wheel delta per notch
 
@@ -37,6 +37,8 @@
     var wheel = {x: 0, y: 0};
     var pendingPaste = null;
     var snapshot = null; // reused for updates with several COPY rectangles
+    var palette = null;  // the last INDEXED palette, as RGBA words
+    var seq = 0;         // updates received
     ws.binaryType = "arraybuffer";
 
     // --- drawing ------------------------------------------------------------
@@ -49,22 +51,75 @@
     }
     window.addEventListener("resize", fit);
 
-    function parse(buf) {
-      var dv = new DataView(buf), n = dv.getUint32(12, true), off = HEADER, rects = [];
-      for (var i = 0; i < n; i++) {
-        var len = dv.getUint32(off + 9, true);
-        rects.push({
-          x: dv.getUint16(off, true), y: dv.getUint16(off + 2, true),
-          w: dv.getUint16(off + 4, true), h: dv.getUint16(off + 6, true),
-          enc: dv.getUint8(off + 8), data: new Uint8Array(buf, off + RECT_HEADER, len)
-        });
-        off += RECT_HEADER + len;
+    // A reader over one message: bytes, little-endian u16, LEB128 varints.
+    function reader(buf) {
+      var b = new Uint8Array(buf), off = 0;
+      return {
+        more: function () { return off < b.length; },
+        u8: function () { return b[off++]; },
+        u16: function () { off += 2; return b[off - 2] | b[off - 1] << 8; },
+        f64: function () { off += 8; return new DataView(buf, off - 8, 8).getFloat64(0, true); },
+        varint: function () {
+          var v = 0, shift = 0, c;
+          do { c = b[off++]; v += (c & 127) * Math.pow(2, shift); shift += 7; } while (c & 128);
+          return v;
+        },
+        bytes: function (n) { off += n; return b.subarray(off - n, off); }
+      };
+    }
+
+    // INDEXED: u8 colours (0: the palette sent last), RGB triples, then the
+    // packed indices (raw, or deflated for INDEXED_Z): their length follows
+    // from the rectangle and the palette.
+    function indexedHead(r, rd) {
+      var n = rd.u8();
+      if (n) {
+        palette = new Uint32Array(n);
+        var p = rd.bytes(3 * n);
+        for (var i = 0; i < n; i++) palette[i] = 0xff000000 | p[3 * i + 2] << 16 | p[3 * i + 1] << 8 | p[3 * i];
       }
-      return {w: dv.getUint16(2, true), h: dv.getUint16(4, true), seq: dv.getUint32(8, true),
-              bytes: buf.byteLength, rects: rects};
+      r.palette = palette;
+      r.depth = palette.length <= 2 ? 1 : palette.length <= 4 ? 2 : palette.length <= 16 ? 4 : 8;
+      return 1 + 3 * n;
+    }
+
+    function parse(buf) {
+      var rd = reader(buf), rects = [], frame = {seq: ++seq, bytes: buf.byteLength, rects: rects};
+      rd.u8();
+      var flags = rd.u8();
+      if (flags & FULL) { frame.w = rd.u16(); frame.h = rd.u16(); } // else the size stays
+      if (flags & TIME) frame.time = rd.f64();
+      while (rd.more()) {
+        var r = {enc: rd.u8(), x: rd.varint(), y: rd.varint(), w: rd.varint(), h: rd.varint()};
+        if (r.enc === PNG || r.enc === JPEG) r.data = rd.bytes(rd.varint());
+        else if (r.enc === SOLID) r.data = rd.bytes(3);
+        else if (r.enc === COPY) { r.sx = rd.varint(); r.sy = rd.varint(); }
+        else if (r.enc === INDEXED) { indexedHead(r, rd); r.data = rd.bytes(Math.ceil(r.w * r.h * r.depth / 8)); }
+        else if (r.enc === INDEXED_Z) { var len = rd.varint(); r.data = rd.bytes(len - indexedHead(r, rd)); }
+        else throw new Error("unknown encoding " + r.enc);
+        rects.push(r);
+      }
+      return frame;
+    }
+
+    function unpack(r, bits) {
+      var img = new ImageData(r.w, r.h), px = new Uint32Array(img.data.buffer), d = r.depth;
+      var mask = (1 << d) - 1, per = 8 / d;
+      for (var i = 0; i < px.length; i++) {
+        var shift = 8 - d * (i % per + 1);
+        px[i] = r.palette[(bits[(i / per) | 0] >> shift) & mask] || 0xff000000;
+      }
+      return img;
+    }
+
+    function inflate(data) {
+      var stream = new Blob([data]).stream().pipeThrough(new DecompressionStream("deflate-raw"));
+      return new Response(stream).arrayBuffer().then(function (b) { return new Uint8Array(b); });
     }
 
     function decode(r) {
+      if (r.enc === INDEXED) return unpack(r, r.data);
+      if (r.enc === INDEXED_Z) return inflate(r.data).then(function (bits) { return unpack(r, bits); });
       if (r.enc !== PNG && r.enc !== JPEG) return null;
       return createImageBitmap(new Blob([r.data], {type: r.enc === PNG ? "image/png" : "image/jpeg"}));
     }
@@ -84,23 +139,26 @@
         src = snapshot;
       }
       list.forEach(function (r) {
-        var dv = new DataView(r.data.buffer, r.data.byteOffset, 4);
-        ctx.drawImage(src, dv.getUint16(0, true), dv.getUint16(2, true), r.w, r.h, r.x, r.y, r.w, r.h);
+        ctx.drawImage(src, r.sx, r.sy, r.w, r.h, r.x, r.y, r.w, r.h);
       });
     }
 
     function paint(frame, bitmaps) {
-      if (canvas.width !== frame.w || canvas.height !== frame.h) {
+      if (frame.w && (canvas.width !== frame.w || canvas.height !== frame.h)) {
         canvas.width = frame.w;
         canvas.height = frame.h;
         ctx.imageSmoothingEnabled = false;
         fit();
       }
+      frame.w = canvas.width; // for onpaint: the size this update was painted at
+      frame.h = canvas.height;
       copies(frame.rects);
       frame.rects.forEach(function (r, i) {
         if (r.enc === SOLID) {
           ctx.fillStyle = "rgb(" + r.data[0] + "," + r.data[1] + "," + r.data[2] + ")";
           ctx.fillRect(r.x, r.y, r.w, r.h);
+        } else if (bitmaps[i] instanceof ImageData) {
+          ctx.putImageData(bitmaps[i], r.x, r.y);
         } else if (bitmaps[i]) {
           ctx.drawImage(bitmaps[i], r.x, r.y);
           bitmaps[i].close();
@@ -110,8 +168,14 @@
     }
 
     function onFrame(buf) {
-      var frame = parse(buf), arrived = performance.now();
-      var pending = Promise.all(frame.rects.map(decode)); // decoding starts now
+      var frame = {seq: seq + 1, rects: []}, arrived = performance.now(), pending;
+      try {
+        frame = parse(buf);
+        pending = Promise.all(frame.rects.map(decode)); // decoding starts now
+      } catch (e) {
+        seq = frame.seq;
+        pending = Promise.reject(e);
+      }
       chain = chain.then(function () { return pending; })
                    .then(function (bitmaps) {
                      paint(frame, bitmaps);
