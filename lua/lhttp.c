@@ -31,10 +31,12 @@ typedef struct rm_req {
   rm_app *app;
   rm_co *co;             /* the page's coroutine, while it runs */
   rm_co *drain_waiter;   /* the page, waiting for the queue to drain */
+  rm_co *parked;         /* a deferred page's ended coroutine, until close() */
   rm_rt_task start;      /* a page started later (a pipelined request) */
   int ref;               /* registry anchor while the page runs */
   int status, committed, final, broken, failed;
   int returned;          /* the page function returned or raised (else it was killed) */
+  int deferred, closed;  /* response:deferred(); its close() came */
   int64_t content_length; /* setcontentlength(), or -1 */
   char *buf;
   size_t len, cap;
@@ -202,7 +204,7 @@ static int do_flush(lua_State *L, rm_req *r) {
   send_buffered(L, r, 1);
   if (r->broken) return rm_push_error(L, "socketclosed");
   rm_co *co = rm_co_current(L);
-  if (co && rm_http_x_queued(r->x) > r->app->max_queue) {
+  if (co && !r->drain_waiter && rm_http_x_queued(r->x) > r->app->max_queue) {
     r->drain_waiter = co;
     co->wait_data = r;
     co->on_wake = unlink_drain;
@@ -400,6 +402,27 @@ static int resp_sendredirect(lua_State *L) {
                         "<html><body>Moved</body></html>\n");
   if (ok) set_field(L, 1, "Location", url, 0);
   lua_pushboolean(L, ok);
+  return 1;
+}
+
+/* deferred(): the answer outlives the page; close() ends it. The page's
+ * coroutine stays parked meanwhile (anchoring the object, woken by close()
+ * or by shutdown), so the end is the same path as any page's. */
+static int resp_deferred(lua_State *L) {
+  rm_req *r = req_check(L);
+  live(L, r);
+  if (r->app->pool) return rm_push_error(L, "deferred: not with pages on the worker pool");
+  r->deferred = 1;
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int resp_close(lua_State *L) {
+  RM_ON_LOOP(L, rm_rt_get(L), resp_close);
+  rm_req *r = req_check(L);
+  lua_pushboolean(L, r->x && !r->closed);
+  r->closed = 1;
+  if (r->parked) rm_co_wake(r->parked, RM_WAKE_READY);
   return 1;
 }
 
@@ -711,6 +734,13 @@ static int msgh(lua_State *L) {
   return 1;
 }
 
+/* A parked page resumed (close() or shutdown): now it ends. */
+static int parked_k(lua_State *L, int status, lua_KContext ctx) {
+  rm_req *r = rm_co_current(L)->data;
+  r->parked = NULL;
+  return 0;
+}
+
 static int page_k(lua_State *L, int status, lua_KContext ctx) {
   rm_co *co = rm_co_current(L);
   rm_req *r = co->data;
@@ -725,6 +755,10 @@ static int page_k(lua_State *L, int status, lua_KContext ctx) {
       lua_pushvalue(L, -2);
       lua_setiuservalue(L, -2, UV_ERROR);
     }
+  }
+  if (r->deferred && !r->closed && !r->failed && r->x && !(co->flags & RM_CO_SHUTDOWN_SEEN)) {
+    r->parked = co;
+    return rm_co_suspend(L, co, RM_WAIT_OTHER, NULL, -1, parked_k, 0);
   }
   return 0;
 }
@@ -999,6 +1033,7 @@ static const luaL_Reg req_methods[] = {
   {"setcontentlength", resp_setcontentlength}, {"setmaxage", resp_setmaxage},
   {"committed", resp_committed}, {"reset", resp_reset}, {"senderror", resp_senderror},
   {"sendredirect", resp_sendredirect}, {"redirect", resp_sendredirect}, {"abort", resp_abort},
+  {"deferred", resp_deferred}, {"close", resp_close},
   {"_page", req_page}, {NULL, NULL}
 };
 

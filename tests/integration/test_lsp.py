@@ -62,6 +62,9 @@ SITE = {
                    " if request:data('end') then s:terminate() end"
                    " print(s:id(), ' ', s.n, ' ', ba.session.count()) end ?>",
     "cookies.lsp": "<?lsp response:setheader('Set-Cookie', 'a=1') response:setheader('Set-Cookie', 'b=2', true) ?>ok",
+    "deferred.lsp": "<?lsp local d = response:deferred() d:setcontenttype('text/plain') d:write('first ') d:flush()"
+                    " ba.timer(function() d:write('later ', request:uri()) d:close() end):set(100) ?>",
+    "held.lsp": "<?lsp response:deferred() response:write('held') response:flush() ?>",
     ".preload": "greeting = require('mod').hi()\n"
                 "function onunload() local f = io.open(app.unload_file, 'w') f:write('unloaded') f:close() end\n"
                 "unload_file = os.getenv('UNLOAD_FILE')\n",
@@ -148,6 +151,17 @@ def main():
         r = get(port, "/cookies.lsp")
         lines = [l for l in r.raw_head.splitlines() if l.lower().startswith(b"set-cookie:")]
         check(lines == [b"Set-Cookie: a=1", b"Set-Cookie: b=2"], r.raw_head)
+
+    @case
+    def deferred_answer_outlives_its_page_and_the_connection_goes_on():
+        c = Conn(port)
+        c.send("GET /deferred.lsp HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = c.read_response()
+        check(r.status == 200 and r.header("transfer-encoding") == "chunked"
+              and r.body == b"first later /deferred.lsp", (r.raw_head, r.body))
+        c.send("GET /tags.lsp HTTP/1.1\r\nHost: x\r\n\r\n")
+        check(c.read_response().body.startswith(b"<p>42"), "the next request on the same connection")
+        c.close()
 
     @case
     def request_fields():
@@ -328,8 +342,27 @@ def main():
             c.close()
 
     @case
-    def onunload_runs_at_shutdown():
+    def onunload_runs_at_shutdown_and_a_held_deferred_answer_ends():
+        held = socket.create_connection(("127.0.0.1", port), timeout=10)
+        held.sendall(b"GET /held.lsp HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while b"held" not in got:
+            got += held.recv(4096)
+        held.settimeout(0.3)
+        try:
+            got += held.recv(4096)
+        except socket.timeout:
+            pass
+        check(not got.endswith(b"0\r\n\r\n"), "the page ended, its deferred answer did not")
+        held.settimeout(10)
         srv.__exit__(None, None, None)
+        while not got.endswith(b"0\r\n\r\n"):
+            more = held.recv(4096)
+            if not more:
+                break
+            got += more
+        held.close()
+        check(got.endswith(b"4\r\nheld\r\n0\r\n\r\n"), "the deferred answer was ended: %r" % got[-40:])
         with open(unload) as f:
             check(f.read() == "unloaded", "onunload wrote its file")
         check(srv.exitcode == 0, "clean exit: %s" % srv.exitcode)
