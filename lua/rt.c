@@ -13,12 +13,40 @@ rm_rt *rm_rt_get(lua_State *L) {
   return rt;
 }
 
+static rm_co **co_slot(lua_State *L) { return (rm_co **)lua_getextraspace(L); }
+
+/* coroutine.resume and coroutine.close refuse a coroutine remora runs: one
+ * suspended in a binding would wake early with the caller's values (and be
+ * resumed again, dead, when its wait ended), one closed would leave its
+ * wait behind. The original function is the upvalue. */
+static int guarded(lua_State *L) {
+  lua_State *T = lua_tothread(L, 1);
+  if (T && *co_slot(T)) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "cannot resume or close a coroutine remora runs (a socket, timer or page coroutine)");
+    return 2;
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+static void guard(lua_State *L, const char *name) {
+  lua_getfield(L, -1, name);
+  lua_pushcclosure(L, guarded, 1);
+  lua_setfield(L, -2, name);
+}
+
 void rm__rt_register(lua_State *L, rm_rt *rt) {
   lua_pushlightuserdata(L, rt);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &RT_KEY);
+  if (lua_getglobal(L, "coroutine") == LUA_TTABLE) {
+    guard(L, "resume");
+    guard(L, "close");
+  }
+  lua_pop(L, 1);
 }
-
-static rm_co **co_slot(lua_State *L) { return (rm_co **)lua_getextraspace(L); }
 
 rm_co *rm_co_current(lua_State *L) {
   rm_co *co = *co_slot(L);

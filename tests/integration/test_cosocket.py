@@ -346,6 +346,35 @@ def time_client_and_server_examples():
         check(code == 0 and re.search(r"time: \d{4}-\d\d-\d\d", out), out)
 
 
+GUARD_SCRIPT = r"""
+local victim, t0 = nil, ba.clock()
+ba.timer(function()
+  victim = coroutine.running()
+  ba.sleep(300)
+  print(string.format("victim woke after %d ms", ba.clock() - t0))
+  local user = coroutine.create(function(a) local b = coroutine.yield(a + 1) return b * 2 end)
+  local a, x = coroutine.resume(user, 1)
+  local b, y = coroutine.resume(user, 5)
+  print("user", a, x, b, y, coroutine.close(user))
+end):set(1, true)
+ba.timer(function()
+  print("resume", coroutine.resume(victim, "garbage"))
+  print("close", coroutine.close(victim))
+end):set(50, true)
+ba.timer(function() os.exit(0) end):set(500, true)
+"""
+
+
+@case
+def coroutine_resume_and_close_refuse_a_waiting_remora_coroutine():
+    code, out = run(GUARD_SCRIPT, timeout=10)
+    check(code == 0 and "resume\tfalse\tcannot resume" in out and "close\tfalse\tcannot" in out, out)
+    m = re.search(r"victim woke after (\d+) ms", out)
+    check(m and int(m.group(1)) >= 300, "the sleep was not cut short: " + out)
+    check("user\ttrue\t2\ttrue\t10\ttrue" in out, "plain coroutines still resume and close: " + out)
+    check("dead coroutine" not in out, out)
+
+
 @case
 def timer_example_ticks_every_500ms():
     code, out = run(open(os.path.join(EXAMPLES, "timer.lua")).read(), args=[3], timeout=10)
