@@ -13,8 +13,10 @@
  * Three ways in: ba.socket.wsconnect (the client), rm_ws_upgrade (the HTTP
  * server's req2sock) and ba.socket.wsupgrade (a raw TCP socket whose upgrade
  * request Lua read itself). */
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include "remora/http.h"
 #include "remora/ws.h"
 #include "lua/lsocket.h"
@@ -41,6 +43,17 @@ typedef struct spare {
   rm_ws_reader *rd;          /* an idle reader, or NULL */
 } spare;
 
+/* The ping option: a ping once the peer has been silent for ping_ms, and
+ * when it stays silent timeout_ms more, the connection is taken for dead.
+ * A read only notes the time; the one timer is set for the next moment
+ * something can be due. */
+typedef struct keepalive {
+  rm_timer *timer;
+  uint64_t heard_at;         /* loop time the connection last gave bytes */
+  uint64_t ping_at;          /* when the ping not answered yet went, or 0 */
+  long ping_ms, timeout_ms;  /* timeout_ms 0: never close */
+} keepalive;
+
 typedef struct ws {
   rm_ws_config cfg;          /* the reader's; cfg.deflate points to agreed */
   rm_ws_deflate_params agreed;
@@ -49,7 +62,7 @@ typedef struct ws {
    * is about 300 KB), and let go after each one when this side compresses
    * every message afresh (its no_context_takeover). */
   rm_ws_deflater *zd;
-  rm_timer *ping;            /* keep-alive, or NULL */
+  keepalive *ka;             /* with the ping option, else NULL */
   long close_ms;
   int peer_code;
   unsigned close_sent : 1, close_received : 1;
@@ -255,18 +268,24 @@ static int push_closed(lua_State *L, ws *w) {
   return 3;
 }
 
+/* The peer's address, for log lines. */
+static const char *peer_name(rm_sock *s, char *buf, size_t size) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getpeername(rm_conn_fd(s->conn), (struct sockaddr *)&ss, &len) != 0) return "?";
+  rm_addr_format((struct sockaddr *)&ss, buf, size, NULL);
+  return buf;
+}
+
 /* The peer broke the protocol: say why in the log, send the close code that
  * answers it, and close. */
 static int fail_connection(lua_State *L, rm_sock *s, int err) {
   ws *w = s->ext_state;
   int code = rm_ws_close_code(err);
   const char *why = w->rd ? rm_ws_reader_why(w->rd) : "out of memory";
-  char peer[64] = "?";
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  if (getpeername(rm_conn_fd(s->conn), (struct sockaddr *)&ss, &len) == 0)
-    rm_addr_format((struct sockaddr *)&ss, peer, sizeof peer, NULL);
-  rm_loop_log(s->rt->loop, RM_LOG_WARN, "websocket %s: %s; closing with %d", peer, why ? why : "error", code);
+  char peer[64];
+  rm_loop_log(s->rt->loop, RM_LOG_WARN, "websocket %s: %s; closing with %d", peer_name(s, peer, sizeof peer),
+              why ? why : "error", code);
   send_close(s, code, NULL, 0);
   rm_sock_close(s);
   return rm_push_error(L, code == RM_WS_CLOSE_TOO_BIG ? "toobig"
@@ -346,7 +365,11 @@ static int pump(lua_State *L, rm_sock *s, int why, long timeout) {
     settle(w);
     if (!w->in && !borrow(w)) return luaL_error(L, "websocket: out of memory");
     long n = rm_conn_read(s->conn, w->in, w->in_cap);
-    if (n > 0) { w->in_len = (size_t)n; continue; }
+    if (n > 0) {
+      w->in_len = (size_t)n;
+      if (w->ka) w->ka->heard_at = rm_loop_now(s->rt->loop);
+      continue;
+    }
     settle(w);
     if (n == RM_EAGAIN) {
       rm_co *co = rm_sock_waiter(L, why == PUMP_READ ? "read" : "close");
@@ -396,7 +419,7 @@ static int ws_lclose(lua_State *L, rm_sock *s) {
  * ended, shutdown): the peer still gets a close frame. */
 static void ws_close(rm_sock *s) {
   ws *w = s->ext_state;
-  if (w->ping) rm_timer_stop(w->ping);
+  if (w->ka) rm_timer_stop(w->ka->timer);
   if (!w->close_sent && !rm_conn_is_broken(s->conn))
     send_close(s, s->rt->shutting_down ? RM_WS_CLOSE_GOING_AWAY : RM_WS_CLOSE_NORMAL, NULL, 0);
 }
@@ -417,7 +440,10 @@ static int set_names(rm_loop *loop, ws *w, const char *protocol, const char *ext
 
 static void ws_free(rm_loop *loop, ws *w) {
   if (w->names) rm_loop_free_mem(loop, w->names, names_size(w->names));
-  if (w->ping) rm_timer_free(w->ping);
+  if (w->ka) {
+    rm_timer_free(w->ka->timer);
+    rm_loop_free_mem(loop, w->ka, sizeof *w->ka);
+  }
   rm_ws_reader_free(w->rd);
   rm_ws_deflater_free(w->zd);
   if (w->in) rm_loop_free_mem(loop, w->in, w->in_cap);
@@ -462,11 +488,68 @@ int rm_ws_info(lua_State *L) {
   return 1;
 }
 
-static void on_ping_timer(rm_timer *t, void *ud) {
+/* ---- keep-alive ---- */
+
+/* Has the peer sent anything since the ping? Bytes that wait unread count:
+ * when nobody reads the socket now, the answer may be among them. */
+static int answered(rm_sock *s, keepalive *ka, uint64_t now) {
+  int unread = 0;
+  if (ka->heard_at >= ka->ping_at) return 1;
+  if (rm_conn_pending(s->conn) == 0 && (ioctl(rm_conn_fd(s->conn), FIONREAD, &unread) != 0 || unread <= 0)) return 0;
+  ka->heard_at = now;
+  return 1;
+}
+
+/* Code 1001 (going away) rather than 1011 (internal error): this side
+ * leaves a connection it holds for dead; nothing went wrong inside it. The
+ * peer is not waited for: what is queued gets close_timeout to leave. */
+static void peer_gone(rm_sock *s, keepalive *ka) {
+  ws *w = s->ext_state;
+  char peer[64];
+  rm_loop_log(s->rt->loop, RM_LOG_WARN, "websocket %s: no answer to a ping in %ld ms; closing with 1001",
+              peer_name(s, peer, sizeof peer), ka->timeout_ms);
+  send_close(s, RM_WS_CLOSE_GOING_AWAY, "ping timeout", 12);
+  rm_conn_set_linger(s->conn, w->close_ms > 0 ? (unsigned)w->close_ms : 0);
+  rm_sock_close(s);
+}
+
+static void on_keepalive(rm_timer *t, void *ud) {
   rm_sock *s = ud;
-  rm_rt_enter(s->rt);
-  send_control(s, RM_WS_OP_PING, NULL, 0);
-  rm_rt_leave(s->rt);
+  rm_rt *rt = s->rt;
+  rm_rt_enter(rt);
+  keepalive *ka = ((ws *)s->ext_state)->ka;
+  uint64_t now = rm_loop_now(rt->loop), next;
+  if (ka->ping_at && answered(s, ka, now)) ka->ping_at = 0;
+  if (ka->ping_at && now - ka->ping_at >= (uint64_t)ka->timeout_ms) {
+    peer_gone(s, ka);   /* wakes the reader: "socketclosed" */
+    rm_rt_leave_ready(rt);
+    return;
+  }
+  if (ka->ping_at) {
+    next = ka->ping_at + (uint64_t)ka->timeout_ms - now;
+  } else if (now - ka->heard_at >= (uint64_t)ka->ping_ms) {
+    send_control(s, RM_WS_OP_PING, NULL, 0);
+    ka->ping_at = ka->timeout_ms ? now : 0;
+    next = (uint64_t)(ka->timeout_ms ? ka->timeout_ms : ka->ping_ms);
+  } else {
+    next = ka->heard_at + (uint64_t)ka->ping_ms - now;
+  }
+  rm_timer_start(t, next, 0);
+  rm_rt_leave(rt);
+}
+
+static keepalive *keepalive_new(rm_loop *loop, rm_sock *s, long ping_ms, long timeout_ms) {
+  keepalive *ka = rm_loop_alloc(loop, sizeof *ka);
+  if (!ka) return NULL;
+  *ka = (keepalive){.timer = rm_timer_new(loop, on_keepalive, s), .heard_at = rm_loop_now(loop),
+                    .ping_ms = ping_ms, .timeout_ms = timeout_ms};
+  if (!ka->timer) {
+    rm_loop_free_mem(loop, ka, sizeof *ka);
+    return NULL;
+  }
+  rm_timer_unref(ka->timer);   /* keep-alive alone does not keep the process running */
+  rm_timer_start(ka->timer, (uint64_t)ping_ms, 0);
+  return ka;
 }
 
 /* ---- options ---- */
@@ -512,9 +595,11 @@ static int attach(lua_State *L, rm_sock *s, int server, int opts, const rm_ws_de
   lua_Integer max_frame = opt_int(L, opts, "max_frame", RM_WS_DEFAULT_LIMIT);
   lua_Integer max_message = opt_int(L, opts, "max_message", RM_WS_DEFAULT_LIMIT);
   lua_Integer level = opt_int(L, opts, "level", 0), ping = opt_int(L, opts, "ping", 0);
+  lua_Integer ping_timeout = opt_int(L, opts, "ping_timeout", ping);
   lua_Integer close_ms = opt_int(L, opts, "close_timeout", DEFAULT_CLOSE_MS);
-  if (max_frame < 1 || max_message < 1 || level < 0 || level > 9 || ping < 0)
-    return luaL_error(L, "websocket options: max_frame and max_message > 0, level 0-9, ping >= 0");
+  if (max_frame < 1 || max_message < 1 || level < 0 || level > 9 || ping < 0 || ping > INT_MAX ||
+      ping_timeout < 0 || ping_timeout > INT_MAX)
+    return luaL_error(L, "websocket options: max_frame and max_message > 0, level 0-9, ping and ping_timeout >= 0");
   spare *sp = get_spare(L, loop);
   ws *w = rm_loop_alloc(loop, sizeof *w);
   if (!w) return luaL_error(L, "out of memory");
@@ -533,13 +618,12 @@ static int attach(lua_State *L, rm_sock *s, int server, int opts, const rm_ws_de
     ws_free(loop, w);
     return luaL_error(L, "out of memory");
   }
-  if (ping > 0) w->ping = rm_timer_new(loop, on_ping_timer, s);
+  if (ping > 0) w->ka = keepalive_new(loop, s, (long)ping, (long)ping_timeout);
   if (prelen && (w->in = rm_loop_alloc(loop, prelen)) != NULL) w->in_cap = prelen;
-  if ((ping > 0 && !w->ping) || (prelen && !w->in)) {
+  if ((ping > 0 && !w->ka) || (prelen && !w->in)) {
     ws_free(loop, w);
     return luaL_error(L, "out of memory");
   }
-  if (w->ping) { rm_timer_unref(w->ping); rm_timer_start(w->ping, (uint64_t)ping, (uint64_t)ping); }
   if (prelen) memcpy(w->in, pre, prelen);
   w->in_len = prelen;
   if (s->ext && s->ext->gc) s->ext->gc(s);   /* TLS: its filter on the connection stays */
@@ -844,7 +928,7 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* ba.socket.wsconnect(url [, {protocols=, origin=, headers=, deflate=,
- * timeout=, shark=, fragment=, max_frame=, max_message=, ping=,
+ * timeout=, shark=, fragment=, max_frame=, max_message=, ping=, ping_timeout=,
  * close_timeout=, level=}]) */
 int rm_ws_connect(lua_State *L) {
   luaL_checkstring(L, 1);

@@ -10,8 +10,10 @@ the groups and their results."""
 import asyncio
 import base64
 import os
+import select
 import socket
 import struct
+import time
 import zlib
 
 import websockets
@@ -617,6 +619,50 @@ end)
     check("piece\tend\ttrue\t3\t3\tfalse" in out, out)
     check("piece\t\ttrue\t0\t0\ttrue" in out, out)   # websockets ends with an empty frame
     check("closed\tnil\tsocketclosed\t1000" in out, out)
+
+
+# ---- keep-alive: a peer that answers nothing is closed ----
+
+@case
+def keepalive_silent_peer_closed_with_1001_answering_peers_stay():
+    """ping=200: a ping after 200 ms without a byte from the peer; ping_timeout=300:
+    a peer still silent 300 ms later is closed with 1001. One client answers pings,
+    one never does but sends messages, one does neither."""
+    port = free_port()
+    with Remora(path=ECHO, args=[port, "ping=200", "ping_timeout=300"], port=port) as r:
+        silent, answering, chatty = Raw(port), Raw(port), Raw(port)
+        pings = {answering: 0, chatty: 0}
+        deadline = time.monotonic() + 1.5
+        next_msg = 0
+        while time.monotonic() < deadline:
+            if time.monotonic() >= next_msg:
+                chatty.send(TEXT, b"tick")
+                next_msg = time.monotonic() + 0.15
+            for c in select.select([answering.s, chatty.s], [], [], 0.05)[0]:
+                c = answering if c is answering.s else chatty
+                fin, rsv, op, p = c.frame()
+                check(op != CLOSE, "a live peer was closed: %s" % close_code(p))
+                if op == PING:
+                    pings[c] += 1
+                    if c is answering:
+                        c.send(PONG, p)
+        check(pings[answering] >= 2, "%d pings in 1.5 s of a quiet peer" % pings[answering])
+        for c in (answering, chatty):
+            c.send(TEXT, b"still here")
+            while True:
+                fin, rsv, op, p = c.frame()
+                if op == TEXT and p == b"still here":
+                    break
+                check(op in (PING, PONG, TEXT), "unexpected frame %d" % op)
+        code = "none"
+        while time.monotonic() < deadline + 5 and code == "none":   # pings, then the close
+            fin, rsv, op, p = silent.frame()
+            code = close_code(p) if op == CLOSE else code
+        check(code == 1001, "the silent peer's close code: %s" % code)
+        check("no answer to a ping in 300 ms; closing with 1001" in r.log(), r.log())
+        check(r.log().count("no answer to a ping") == 1, r.log())
+        for c in (silent, answering, chatty):
+            c.close()
 
 
 server.__exit__(None, None, None)
