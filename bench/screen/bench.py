@@ -14,6 +14,7 @@ windows, luma). Rows go to stdout as JSON (bench/README.md); a table to stderr.
 
   python3 bench/screen/bench.py      (make bench-screen)
   BENCH_BREAKDOWN=1 python3 bench/screen/bench.py   (the engine alone: rects, bytes, CPU)
+  BENCH_SYSTEMS=remora python3 bench/screen/bench.py   (without the peer)
 """
 import json
 import math
@@ -39,6 +40,7 @@ BROWSER = os.path.join(ROOT, "tests", "browser")
 W, H = 1920, 1080
 TOKEN = "bench-token-0123456789abcdef"
 WORKLOADS = os.environ.get("BENCH_SCREEN", "idle,terminal,window,repaint").split(",")
+SYSTEMS = os.environ.get("BENCH_SYSTEMS", "remora,novnc").split(",")   # remora alone while iterating
 
 
 def photo(path, seed, title):
@@ -313,7 +315,7 @@ def main():
         for kind in WORKLOADS:
             procs, pause, region = setup_workload(d, kind, tmp)
             try:
-                for system in ("remora", "novnc"):
+                for system in SYSTEMS:
                     servers, url, cmd = start_remora(d) if system == "remora" else start_novnc(d, tmp)
                     try:
                         log("%s / %s" % (kind, system))

@@ -43,12 +43,17 @@ const cpu = pids => pids.reduce((s, p) => s + ticks(p), 0);
 
 // In the page: counts painted frames and measures key-to-pixel latency.
 function probe(kind) {
-  const t = window.__bench = { frames: 0, lat: [], pending: null };
+  const t = window.__bench = { frames: 0, lat: [], pending: null, trace: kind === "remora" ? [] : null, keys: [] };
   if (kind === "remora") {
     let real;
     Object.defineProperty(window, "RemoraScreen", {
       configurable: true, get() { return real; },
-      set(v) { real = { start: o => v.start(Object.assign(o, { onpaint: () => { t.frames++; } })) }; },
+      set(v) { real = { start: o => v.start(Object.assign(o, { onpaint: (f, ms) => {
+      t.frames++;
+      // BENCH_TRACE: when each update was made (server), arrived and was painted (epoch ms).
+      if (t.trace) t.trace.push([f.time || 0, performance.timeOrigin + performance.now() - ms,
+                                 performance.timeOrigin + performance.now(), f.bytes, f.rects.length]);
+    } })) }; },
     });
   }
   t.canvas = () => document.querySelector("canvas");
@@ -66,7 +71,11 @@ function probe(kind) {
         const poll = () => {
           const now = t.area(e);
           for (let i = 0; i < now.length; i++)
-            if (now[i] !== before[i]) { resolve(performance.now() - t0); return; }
+            if (now[i] !== before[i]) {
+              t.keys.push([performance.timeOrigin + t0, performance.now() - t0]);
+              resolve(performance.now() - t0);
+              return;
+            }
           if (performance.now() - t0 > 5000) resolve(null); else setTimeout(poll, 2);
         };
         poll();
@@ -112,6 +121,9 @@ try {
     server_cpu: (cpu(cfg.server_pids) - s0) / TICK / secs, browser_cpu: (cpu(chrome) - c0) / TICK / secs,
     latency_ms: lat, lost_keys: (n - Math.floor(n / 25)) - lat.length,
   });
+  if (process.env.BENCH_TRACE)
+    writeFileSync(process.env.BENCH_TRACE, JSON.stringify(await page.evaluate(() => ({
+      frames: window.__bench.trace, keys: window.__bench.keys }))));
 
   // Quality: stop the animation, let the viewer settle, then the canvas and the X screen.
   if (cfg.pause_pid) process.kill(cfg.pause_pid, "SIGSTOP");

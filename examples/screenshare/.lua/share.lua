@@ -41,6 +41,7 @@ function M.new(display)
     inflight = env_int("SCREENSHARE_INFLIGHT", 2, 1, 64),   -- frames sent but not yet painted
     queuelen = env_int("SCREENSHARE_QUEUE", 64 * 1024, 4096, 16 * 1024 * 1024),
     max_input = 256 * 1024 + 8,   -- the largest valid message: a full clipboard
+    timestamps = os.getenv("SCREENSHARE_TIMESTAMPS") == "1",   -- server time in every frame (tracing)
   }, {__index = M})
   self.timer = ba.timer(function() return self:tick() end)
   self.timer:set(self.poll_ms)
@@ -146,7 +147,7 @@ function M:serve(request, role, origins)
   self.count = self.count + 1
   local viewer = {unacked = 0}
   ws:event(reader_loop(self, role, viewer), "s")
-  viewer.pusher = ba.socket.event(pusher_loop(self, ws, self.scr:viewer{quality = self.quality}, viewer))
+  viewer.pusher = ba.socket.event(pusher_loop(self, ws, self.scr:viewer{quality = self.quality, timestamps = self.timestamps}, viewer))
   return true
 end
 

@@ -1,0 +1,35 @@
+"""Where a key's input-to-pixel time goes, from one traced window:
+
+  SCREENSHARE_TIMESTAMPS=1 BENCH_TRACE=/tmp/t.json BENCH_SYSTEMS=remora BENCH_SCREEN=terminal \\
+      python3 bench/screen/bench.py
+  python3 bench/screen/trace.py /tmp/t.json
+
+measure.mjs writes every update's server time (the TIME field: when its
+rectangles were planned, after the grab), arrival and paint, and every key's
+keydown time and latency (all epoch ms, one machine's clock). For each key the
+update painted last before its echo was seen is taken as the one that carried
+it, and the latency is cut into: keydown -> update planned (the key's trip to
+X, the echo drawn, the wait for the grab), planned -> arrived (encode and
+send), arrived -> painted (decode, and the updates before it), painted ->
+seen (the page's 2-4 ms polling)."""
+import json
+import statistics
+import sys
+
+d = json.load(open(sys.argv[1]))
+frames = d["frames"]   # [server time, arrived, painted, bytes, rects]
+rows = []
+for down, lat in d["keys"]:
+    seen = down + lat
+    carried = [f for f in frames if down <= f[2] <= seen + 0.5]
+    if carried:
+        f = carried[-1]
+        rows.append((lat, f[0] - down, f[1] - f[0], f[2] - f[1], seen - f[2]))
+if not rows:
+    sys.exit("no key matched an update (was SCREENSHARE_TIMESTAMPS=1 set?)")
+print("%d keys, medians (ms): latency %.1f = keydown->planned %.1f + planned->arrived %.1f + "
+      "arrived->painted %.1f + painted->seen %.1f" % ((len(rows),) + tuple(statistics.median(r[i] for r in rows)
+                                                                          for i in range(5))))
+gaps = [b[0] - a[0] for a, b in zip(frames, frames[1:])]
+print("%d updates, medians: %.1f ms apart, %.0f bytes" % (len(frames), statistics.median(gaps),
+                                                          statistics.median(f[3] for f in frames)))
