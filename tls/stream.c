@@ -22,8 +22,10 @@ struct rm_tls_stream {
   rm_tls_config *cfg;
   mbedtls_ssl_context ssl;
   rm_tls_io io;
-  unsigned char *pre; /* bytes read before TLS started, replayed first */
-  size_t prelen, preoff;
+  /* Bytes taken from the transport that mbedTLS has not asked for yet: the
+   * preread bytes at first, then what each read ahead brought (bio_recv). */
+  unsigned char *ahead;
+  size_t ahead_cap, ahead_off, ahead_len;
   size_t wpend;      /* a write that said RM_EAGAIN: its record holds this many bytes */
   int wants;         /* RM_READ / RM_WRITE the last call waits for */
   int err;           /* the first fatal error; the stream is dead after it */
@@ -40,6 +42,13 @@ struct rm_tls_stream {
 
 /* ---- The transport under mbedTLS ---- */
 
+/* mbedTLS asks for a record's 5-byte header, then for its body: two system
+ * calls per record when each ask goes to the socket. Each read takes up to a
+ * whole record's worth instead (one call for a request), and the asks are
+ * served from here. What is here counts as pending (rm_tls_stream_pending),
+ * since socket readiness no longer announces it. */
+enum { READ_AHEAD = MBEDTLS_SSL_IN_BUFFER_LEN };
+
 static int bio_send(void *ud, const unsigned char *buf, size_t n) {
   rm_tls_stream *s = ud;
   long r = s->io.send(s->io.ud, buf, n);
@@ -49,20 +58,32 @@ static int bio_send(void *ud, const unsigned char *buf, size_t n) {
   return MBEDTLS_ERR_NET_SEND_FAILED;
 }
 
+static void drop_ahead(rm_tls_stream *s) {
+  rm__tls_free(s->cfg, s->ahead, s->ahead_cap);
+  s->ahead = NULL;
+  s->ahead_cap = s->ahead_off = s->ahead_len = 0;
+}
+
 static int bio_recv(void *ud, unsigned char *buf, size_t n) {
   rm_tls_stream *s = ud;
   long r;
-  if (s->pre) {
-    size_t k = s->prelen - s->preoff < n ? s->prelen - s->preoff : n;
-    memcpy(buf, s->pre + s->preoff, k);
-    s->preoff += k;
-    if (s->preoff == s->prelen) { /* replayed: give the memory back now */
-      rm__tls_free(s->cfg, s->pre, s->prelen);
-      s->pre = NULL;
+  if (s->ahead_off == s->ahead_len) {
+    if (!s->ahead && (s->ahead = rm__tls_alloc(s->cfg, READ_AHEAD))) s->ahead_cap = READ_AHEAD;
+    if (s->ahead) {
+      r = s->io.recv(s->io.ud, s->ahead, s->ahead_cap);
+      s->ahead_off = 0;
+      s->ahead_len = r > 0 ? (size_t)r : 0;
+      if (r <= 0) goto done;
     }
+  }
+  if (s->ahead_off < s->ahead_len) {
+    size_t k = s->ahead_len - s->ahead_off < n ? s->ahead_len - s->ahead_off : n;
+    memcpy(buf, s->ahead + s->ahead_off, k);
+    s->ahead_off += k;
     return (int)k;
   }
-  r = s->io.recv(s->io.ud, buf, n);
+  r = s->io.recv(s->io.ud, buf, n); /* no memory to read ahead with */
+done:
   if (r >= 0) return (int)r;
   if (r == RM_EAGAIN) return MBEDTLS_ERR_SSL_WANT_READ;
   s->io_err = (int)r;
@@ -153,9 +174,10 @@ int rm_tls_stream_new(rm_tls_config *cfg, const char *host, const rm_tls_io *io,
   mbedtls_ssl_init(&s->ssl);
   rm_tls_config_ref(cfg);
   if (prelen) {
-    s->pre = rm__tls_alloc(cfg, prelen);
-    if (!s->pre) ret = RM_ENOMEM;
-    else memcpy(s->pre, preread, s->prelen = prelen);
+    s->ahead_cap = prelen > READ_AHEAD ? prelen : READ_AHEAD;
+    s->ahead = rm__tls_alloc(cfg, s->ahead_cap);
+    if (!s->ahead) ret = RM_ENOMEM;
+    else memcpy(s->ahead, preread, s->ahead_len = prelen);
   }
   if (ret == RM_OK && mbedtls_ssl_setup(&s->ssl, &cfg->conf) != 0) ret = RM_ENOMEM;
   if (ret == RM_OK && !cfg->server && host) ret = set_peer_name(s, host);
@@ -173,7 +195,7 @@ void rm_tls_stream_free(rm_tls_stream *s) {
   if (!s) return;
   cfg = s->cfg;
   mbedtls_ssl_free(&s->ssl);
-  rm__tls_free(cfg, s->pre, s->prelen);
+  drop_ahead(s);
   rm__tls_free(cfg, s, sizeof *s);
   rm_tls_config_unref(cfg);
 }
@@ -182,15 +204,19 @@ void rm_tls_stream_free(rm_tls_stream *s) {
  *
  * mbedTLS keeps a 16.7 KB input and a 16.7 KB output buffer for the life of
  * a session (this build has no MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH), most of
- * the memory of an idle connection. Once a read finds nothing to read and
- * nothing is buffered either way, both are freed, as OpenSSL does with
- * SSL_MODE_RELEASE_BUFFERS, and allocated again by the next call that needs
- * them. Between records the buffers hold no state but the record counters
- * (the first 8 bytes of each, in TLS), which are kept aside. */
+ * the memory of an idle connection. Whenever nothing is buffered either way
+ * (after the handshake, after a write sent whole, after a read that found
+ * nothing more), both are freed with the read-ahead buffer, as OpenSSL does
+ * with SSL_MODE_RELEASE_BUFFERS, and allocated again by the next call that
+ * needs them: an owner that waits for readiness instead of reading until
+ * RM_EAGAIN holds no buffers while it waits. Between records the buffers
+ * hold no state but the record counters (the first 8 bytes of each, in TLS),
+ * which are kept aside. */
 
 static int can_park(const rm_tls_stream *s) {
   const mbedtls_ssl_context *ssl = &s->ssl;
   return s->done && !s->err && !s->parked && !s->wpend && !ssl->handshake && ssl->in_left == 0 &&
+         s->ahead_off == s->ahead_len &&
          ssl->in_offt == NULL && ssl->in_msglen == 0 && ssl->in_hslen == 0 && ssl->out_left == 0 &&
          !ssl->keep_current_message;
 }
@@ -207,6 +233,7 @@ static void park(rm_tls_stream *s) {
   free(ssl->in_buf);
   free(ssl->out_buf);
   ssl->in_buf = ssl->out_buf = NULL;
+  drop_ahead(s);
   s->parked = 1;
 }
 
@@ -247,6 +274,7 @@ int rm_tls_stream_handshake(rm_tls_stream *s) {
   }
   s->done = 1;
   s->wants = 0;
+  if (can_park(s)) park(s); /* a client may connect long before it asks */
   return RM_OK;
 }
 
@@ -288,6 +316,7 @@ long rm_tls_stream_write(rm_tls_stream *s, const void *buf, size_t n) {
   if (ret >= 0) {
     s->wpend = 0;
     s->wants = 0;
+    if (can_park(s)) park(s); /* an answer sent whole: the session may idle from here */
     return ret;
   }
   ret = fail(s, ret);
@@ -313,7 +342,7 @@ int rm_tls_stream_wants(const rm_tls_stream *s) {
 }
 
 size_t rm_tls_stream_pending(const rm_tls_stream *s) {
-  return mbedtls_ssl_get_bytes_avail(&s->ssl) + (s->pre ? s->prelen - s->preoff : 0);
+  return mbedtls_ssl_get_bytes_avail(&s->ssl) + (s->ahead_len - s->ahead_off);
 }
 
 int rm_tls_stream_error(const rm_tls_stream *s) {

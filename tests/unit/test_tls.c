@@ -480,7 +480,8 @@ static void test_idle_memory(void) {
     exchange(p[i].cli, p[i].srv, "request", 7);
     exchange(p[i].srv, p[i].cli, "answer", 6);
     CHECK(rm_tls_stream_read(p[i].cli, buf, sizeof buf) == RM_EAGAIN);   /* idle now */
-    CHECK(rm_tls_stream_read(p[i].srv, buf, sizeof buf) == RM_EAGAIN);
+    /* The server's last call was a write sent whole: it idles without a
+     * read that finds nothing, as the HTTP server waits for readiness. */
   }
   after = mallinfo2();
   size_t per = (size_t)(after.uordblks - before.uordblks) / N;
