@@ -5,7 +5,9 @@ pinned to one core, the client on the other:
 
 - full handshakes (`openssl s_time -new`) per second of *server* CPU time (the
   client is the limit in wall time), session reuse off;
-- resumed handshakes (`openssl s_time -reuse`) per second;
+- resumed handshakes (`openssl s_time -reuse`: session tickets, which both
+  servers issue and s_time offers back) per second, and per second of server
+  CPU time;
 - keep-alive HTTPS requests per second (wrk over https): a 5-byte static file
   served by both, and a Lua page that writes "hello" (remora's LSP, nginx's
   content_by_lua_block).
@@ -65,7 +67,7 @@ def measure(server, tls_port):
     """Per run: full handshakes per server CPU second, resumed handshakes per
     second, keep-alive req/s of the file and of the page; the commands; whether
     every run was quiet."""
-    out = {"full": [], "resumed": [], "file": [], "page": [], "file_cpu": [], "page_cpu": []}
+    out = {"full": [], "resumed": [], "resumed_cpu": [], "file": [], "page": [], "file_cpu": [], "page_cpu": []}
     cmds, quiet = {}, True
     urls = {k: "https://127.0.0.1:%d/hello.%s" % (tls_port, ext) for k, ext in (("file", "txt"), ("page", "lsp"))}
     for url in urls.values():
@@ -74,9 +76,11 @@ def measure(server, tls_port):
         r, ticks, _, q = h.quiet_run(lambda: s_time(tls_port, "-new"), [server])
         out["full"].append(r["count"] / (ticks[0] / h.TICK) if ticks[0] else float("nan"))
         cmds["full"], quiet = r["cmd"], quiet and q
-        r, _, _, q = h.quiet_run(lambda: s_time(tls_port, "-reuse"), [server])
+        r, ticks, _, q = h.quiet_run(lambda: s_time(tls_port, "-reuse"), [server])
         out["resumed"].append(r["count"] / r["secs"])
-        cmds["resumed"], quiet = r["cmd"], quiet and q
+        out["resumed_cpu"].append(r["count"] / (ticks[0] / h.TICK) if ticks[0] else float("nan"))
+        cmds["resumed"] = cmds["resumed_cpu"] = r["cmd"]
+        quiet = quiet and q
         for key, url in urls.items():
             r, ticks, _, q = h.quiet_run(lambda: h.wrk(url, CONNS), [server])
             out[key].append(r["rps"])
@@ -109,6 +113,8 @@ def main():
             ("page", "HTTPS keep-alive, Lua page \"hello\" (LSP vs content_by_lua), %d connections" % CONNS,
              "req/s", 1.0, ""),
             # what contention on a shared machine moves least
+            ("resumed_cpu", "TLS 1.2 resumed handshakes (tickets), per server CPU second", "handshakes/CPU-s", None,
+             ""),
             ("file_cpu", "HTTPS keep-alive, 5-byte static file, per server CPU second", "req/CPU-s", None, ""),
             ("page_cpu", "HTTPS keep-alive, Lua page \"hello\", per server CPU second", "req/CPU-s", None, "")):
         extra = {"note": (note + noisy).lstrip("; ")} if note + noisy else {}
