@@ -7,7 +7,10 @@
  * read) -> PAGE (a handler answers) or FILE (a static file is being sent) ->
  * IDLE again for keep-alive, or closed. Nothing is read while a request is
  * answered: bytes of pipelined requests wait in the buffer (or the kernel),
- * so answers leave in order.
+ * so answers leave in order. The one exception is a page whose body has not
+ * all come with its head, when the handler can read bodies on demand: the
+ * page runs at once and reads the body (whole, or streamed past max_body)
+ * with rm_http_x_body_more; a body it leaves unread closes the connection.
  */
 #include <errno.h>
 #include <limits.h>
@@ -22,8 +25,10 @@ enum {
   IN_SIZE = 4096,             /* a connection's first input buffer */
   SPARE_CONNS = 16,           /* records of closed connections kept for new ones */
   READ_RESERVE = 8 * 1024,    /* free input space kept for a body's chunk lines */
+  STREAM_PIECE = 64 * 1024,   /* a streamed body is handed over in pieces up to this */
   DEFAULT_HEADER_MS = 10000, DEFAULT_IDLE_MS = 15000, DEFAULT_BODY_MS = 30000,
   DEFAULT_MAX_CONNS = 1024, DEFAULT_GZIP_MAX = 1024 * 1024,
+  DEFAULT_MAX_UPLOAD = 1 << 30,
   QUEUE_LOWAT = 64 * 1024     /* a page is told to go on writing below this */
 };
 
@@ -68,6 +73,7 @@ int rm__http_send_head(rm_http_exchange *x, int status, const rm_http_header *fi
   size_t own_len = own_lines(x->srv, &own);
   rm_loop_update_time(loop_of(x));
   if (!(r->flags & RM_HTTP_KEEP_ALIVE)) x->must_close = 1;
+  if (x->lazy && !x->complete) x->must_close = 1;   /* a body not read yet may stay unread */
   rm_http_head_begin(&w, buf, sizeof buf, status, NULL);
   rm_http_head_add_lines(&w, own, own_len);
   for (size_t i = 0; i < n; i++) rm_http_head_add(&w, fields[i].name, fields[i].value, fields[i].value_len);
@@ -168,6 +174,7 @@ static void next_request(rm_http_exchange *x) {
 void rm__http_done(rm_http_exchange *x) {
   access_log(x);
   if (x->fd >= 0) { close(x->fd); x->fd = -1; }
+  if (x->lazy && !x->complete) x->must_close = 1;   /* the rest of its body is in the way */
   if (x->must_close || rm_conn_is_broken(x->conn)) {
     /* The client asked to close after a request read whole, with nothing
      * after it: it sends no more, so no lingering for its end of stream
@@ -183,6 +190,7 @@ void rm__http_done(rm_http_exchange *x) {
   x->pos = x->head_end = 0;
   x->body_len = 0;
   x->status = x->chunked = x->is_head = x->head_sent = x->complete = 0;
+  x->routed = x->lazy = x->body_wait = x->body_err = 0;
   x->sent = 0;
   x->data = NULL;
   rm_http_parser_reset(x->parser);
@@ -274,12 +282,24 @@ static int add_body(rm_http_exchange *x, const char *p, size_t n) {
   return RM_OK;
 }
 
+static int route(rm_http_exchange *x);
+static int is_page(rm_http_server *s, const char *file);
+
 static void on_head(rm_http_exchange *x) {
   const rm_http_request *r = rm_http_parser_request(x->parser);
+  const rm_http_handler *h = x->srv->cfg.handler;
   x->head_end = x->pos;
   x->state = RM__ST_BODY;
   x->is_head = r->method.len == 4 && memcmp(r->method.p, "HEAD", 4) == 0;
   int has_body = r->content_length > 0 || (r->flags & RM_HTTP_CHUNKED);
+  if (has_body && h && h->body) {   /* a page may read its body itself: routed now */
+    x->route = route(x);
+    x->routed = 1;
+    if (x->route == 0 && is_page(x->srv, x->file)) {
+      x->lazy = 1;
+      rm_http_parser_set_max_body(x->parser, x->srv->cfg.max_upload);   /* whole: max_body, below */
+    }
+  }
   if ((r->flags & RM_HTTP_EXPECT_CONTINUE) && has_body && r->minor == 1) {
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
     rm_conn_write(x->conn, cont, sizeof cont - 1);
@@ -297,6 +317,11 @@ static void pump(rm_http_exchange *x) {
     x->pos += (size_t)n;
     switch (ev.type) {
     case RM_HTTP_AGAIN:
+      if (x->lazy && x->state == RM__ST_BODY) {   /* the page reads the rest */
+        x->state = RM__ST_PAGE;
+        dispatch(x);
+        return;
+      }
       if (read_more(x) <= 0) return;
       break;
     case RM_HTTP_HEAD: on_head(x); break;
@@ -348,16 +373,17 @@ static void redirect_slash(rm_http_exchange *x, rm_http_slice query) {
   rm__http_simple(x, 301, &h, 1, "<html><body>Moved</body></html>\n");
 }
 
-static void dispatch(rm_http_exchange *x) {
+/* Where the request goes: x->file and its stat (a directory's index file),
+ * or the status to answer (301: the directory URL lacks its '/'). */
+static int route(rm_http_exchange *x) {
   rm_http_server *s = x->srv;
-  rm_http_slice query;
   struct stat *st = &x->st;
-  int status = target_path(x, &query);
+  int status = target_path(x, &x->query);
   if (!status) status = rm__http_map(s, x->path, x->file, sizeof x->file, st);
-  if (status) { send_error(x, status); return; }
+  if (status) return status;
   if (S_ISDIR(st->st_mode)) {
     size_t pl = strlen(x->path);
-    if (x->path[pl - 1] != '/') { redirect_slash(x, query); return; }
+    if (x->path[pl - 1] != '/') return 301;
     static const char *index[] = {"index.lsp", "index.html"};
     char file[RM__HTTP_PATH_MAX];
     status = 404;
@@ -368,9 +394,17 @@ static void dispatch(rm_http_exchange *x) {
       status = rm__http_map(s, file, x->file, sizeof x->file, st);
       if (!status && !S_ISREG(st->st_mode)) status = 404;
     }
-    if (status) { send_error(x, status); return; }
+    if (status) return status;
   }
-  if (!S_ISREG(st->st_mode)) { send_error(x, 404); return; }
+  return S_ISREG(st->st_mode) ? 0 : 404;
+}
+
+static void dispatch(rm_http_exchange *x) {
+  rm_http_server *s = x->srv;
+  struct stat *st = &x->st;
+  int status = x->routed ? x->route : route(x);
+  if (status == 301) { redirect_slash(x, x->query); return; }
+  if (status) { send_error(x, status); return; }
   if (is_page(s, x->file)) {
     if (!s->cfg.handler) { send_error(x, 404); return; }   /* never the source */
     s->cfg.handler->run(x, s->cfg.handler_ud);
@@ -387,9 +421,20 @@ static void dispatch(rm_http_exchange *x) {
 
 /* ---- connection callbacks ---- */
 
+/* A page waiting for its body hears that the wait ended (err: why not). */
+static void body_wait_ends(rm_http_exchange *x, int err) {
+  x->body_wait = 0;
+  if (err) {
+    x->body_err = err;
+    x->must_close = 1;
+  }
+  x->srv->cfg.handler->body(x, x->srv->cfg.handler_ud);
+}
+
 static void on_readable(rm_conn *c, void *ud) {
   rm_http_exchange *x = ud;
   if (x->state <= RM__ST_BODY) pump(x);
+  else if (x->body_wait) body_wait_ends(x, 0);
   else rm_conn_want_read(c, 0);
 }
 
@@ -402,14 +447,21 @@ static void on_writable(rm_conn *c, void *ud) {
 
 static void on_error(rm_conn *c, int err, void *ud) {
   rm_http_exchange *x = ud;
-  /* A page learns it from its next write; anything else just ends. */
+  /* A page learns it from its next write (or its wait for the body);
+   * anything else just ends. */
   if (x->state != RM__ST_PAGE) conn_free(x);
+  else if (x->body_wait) body_wait_ends(x, RM_ECLOSED);
 }
 
 static const rm_conn_handler conn_handler = {NULL, on_readable, on_writable, on_error};
 
 static void on_timeout(rm_timer *t, void *ud) {
   rm_http_exchange *x = ud;
+  if (x->body_wait) {
+    rm_loop_log(loop_of(x), RM_LOG_INFO, "http: fd %d: request body timed out", rm_conn_fd(x->conn));
+    body_wait_ends(x, RM_ETIMEDOUT);
+    return;
+  }
   if (x->state > RM__ST_BODY) return;   /* set for a wait that has ended: the request came */
   if (x->state == RM__ST_IDLE) { conn_free(x); return; }
   rm_loop_log(loop_of(x), RM_LOG_INFO, "http: fd %d: %s timed out", rm_conn_fd(x->conn),
@@ -584,6 +636,7 @@ int rm_http_server_new(rm_loop *loop, const char *host, int port, const rm_http_
   if (!s->cfg.header_timeout_ms) s->cfg.header_timeout_ms = DEFAULT_HEADER_MS;
   if (!s->cfg.idle_timeout_ms) s->cfg.idle_timeout_ms = DEFAULT_IDLE_MS;
   if (!s->cfg.body_timeout_ms) s->cfg.body_timeout_ms = DEFAULT_BODY_MS;
+  if (!s->cfg.max_upload) s->cfg.max_upload = DEFAULT_MAX_UPLOAD;
   if (s->cfg.max_conns <= 0) s->cfg.max_conns = DEFAULT_MAX_CONNS;
   if (!s->cfg.gzip_max) s->cfg.gzip_max = DEFAULT_GZIP_MAX;
   strcpy(s->root, real);
@@ -661,6 +714,61 @@ void rm_http_x_finish(rm_http_exchange *x, int close) {
   if (!x->head_sent) { x->must_close = 1; send_error(x, 500); return; }
   if (x->chunked && !x->is_head && close != RM_HTTP_X_BROKEN) rm_conn_write(x->conn, RM_HTTP_LAST_CHUNK, sizeof RM_HTTP_LAST_CHUNK - 1);
   rm__http_done(x);
+}
+
+int rm_http_x_body_complete(const rm_http_exchange *x) { return x->complete; }
+
+void rm_http_x_body_taken(rm_http_exchange *x) { x->body_len = 0; }
+
+/* The body cannot be read on: the connection closes after the answer. */
+static int body_fail(rm_http_exchange *x, int err) {
+  x->body_err = err;
+  x->must_close = 1;
+  return err;
+}
+
+static int body_too_large(rm_http_exchange *x) {
+  rm_loop_log(loop_of(x), RM_LOG_INFO, "http: 413 for a request from fd %d: body too large to read whole",
+              rm_conn_fd(x->conn));
+  return body_fail(x, RM_HTTP_EBODY);
+}
+
+int rm_http_x_body_more(rm_http_exchange *x, int whole) {
+  if (x->body_err) return x->body_err;
+  uint64_t max = x->srv->cfg.limits.max_body;
+  int64_t declared = rm_http_parser_request(x->parser)->content_length;
+  if (whole && ((declared > 0 && (uint64_t)declared > max) || x->body_len > max)) return body_too_large(x);
+  if (x->complete) return RM_OK;
+  size_t before = x->body_len;
+  for (;;) {
+    rm_http_event ev;
+    long n = rm_http_parse(x->parser, x->in + x->pos, x->len - x->pos, &ev);
+    if (n < 0) return body_fail(x, (int)n);
+    x->pos += (size_t)n;
+    if (ev.type == RM_HTTP_BODY) {
+      if (add_body(x, ev.data, ev.len) != RM_OK) return body_fail(x, RM_ENOMEM);
+      if (whole && x->body_len > max) return body_too_large(x);
+      continue;
+    }
+    if (ev.type == RM_HTTP_DONE) {
+      x->complete = 1;
+      return RM_OK;
+    }
+    /* Parsed all there is: hand over what came, or read more. */
+    if (x->body_len > before && (whole || x->body_len >= STREAM_PIECE)) return RM_OK;
+    make_room(x);
+    long got = x->len < x->cap ? rm_conn_read(x->conn, x->in + x->len, x->cap - x->len) : RM_EAGAIN;
+    if (got > 0) {
+      x->len += (size_t)got;
+      continue;
+    }
+    if (got != RM_EAGAIN) return body_fail(x, RM_ECLOSED);
+    if (x->body_len > before) return RM_OK;
+    x->body_wait = 1;
+    set_timer(x, x->srv->cfg.body_timeout_ms);
+    rm_conn_want_read(x->conn, 1);
+    return RM_EAGAIN;
+  }
 }
 
 const char *rm_http_x_rest(const rm_http_exchange *x, size_t *len) {

@@ -57,6 +57,10 @@ struct rm_http_exchange {
   /* The answer. */
   int status, chunked, is_head, must_close, head_sent;
   int complete;                   /* the request was read whole */
+  /* A page with a body that had not all arrived runs before it (lazy): it
+   * reads on with rm_http_x_body_more; body_wait: it waits for input. */
+  int routed, route, lazy, body_wait, body_err;
+  rm_http_slice query;            /* of the target, once routed */
   int final_close;                /* ... and the client closes after it */
   uint64_t head_since;            /* loop time of the head's first byte */
   int head_armed;                 /* the timer is set for that head's deadline */

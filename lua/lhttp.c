@@ -32,6 +32,9 @@ typedef struct rm_req {
   rm_co *co;             /* the page's coroutine, while it runs */
   rm_co *drain_waiter;   /* the page, waiting for the queue to drain */
   rm_co *parked;         /* a deferred page's ended coroutine, until close() */
+  rm_co *body_waiter;    /* a coroutine waiting for more of the request body */
+  size_t given;          /* rawrdr(): bytes of a whole body given */
+  int streamed;          /* rawrdr() took pieces of a body still arriving */
   rm_rt_task start;      /* a page started later (a pipelined request) */
   int ref;               /* registry anchor while the page runs */
   int status, committed, final, broken, failed;
@@ -509,13 +512,99 @@ static int req_issecure(lua_State *L) {
   return 1;
 }
 
+/* ---- the body of a page that came before it ----
+ *
+ * An upload may still be arriving when its page starts (see server.h): the
+ * methods that need the whole body wait for it, suspending the coroutine
+ * that asks and running again from their start; rawrdr() streams it. */
+
+static int body_k(lua_State *L, int status, lua_KContext ctx) {
+  rm_co *co = rm_co_current(L);
+  if (co->wake != RM_WAKE_READY) return rm_sock_wake_result(L, co);
+  return ((lua_CFunction)ctx)(L);
+}
+
+static void unlink_body(rm_co *co) {
+  rm_req *r = co->wait_data;
+  r->body_waiter = NULL;
+}
+
+/* Suspends until more of r's body came; then fn (the method, whose
+ * arguments are still all that is on the stack) runs again. */
+static int body_suspend(lua_State *L, rm_req *r, lua_CFunction fn) {
+  rm_co *co = rm_co_current(L);
+  if (!co || r->body_waiter)
+    return luaL_error(L, "the request body is still arriving: read it from one coroutine at a time");
+  r->body_waiter = co;
+  co->wait_data = r;
+  co->on_wake = unlink_body;
+  return rm_co_suspend(L, co, RM_WAIT_READ, NULL, -1, body_k, (lua_KContext)fn);
+}
+
+/* A body that cannot come whole: the page's answer is the error (413 past
+ * max_body, 408 after its silence, 400 when malformed) and the page ends. */
+static int body_refused(lua_State *L, rm_req *r, int err) {
+  if (err == RM_ECLOSED) r->broken = 1;
+  else {
+    char html[96];
+    int status = err == RM_ETIMEDOUT ? 408 : rm_http_status_for(err);
+    snprintf(html, sizeof html, "<html><body><h1>%d %s</h1></body></html>\n", status, rm_http_reason(status));
+    final_answer(L, r, 1, status, "text/html; charset=utf-8", html);
+  }
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &ABORT_KEY);
+  return lua_error(L);
+}
+
+/* RM_OK once r's whole body is in (or rawrdr() took it: then there is
+ * none), RM_EAGAIN to wait; does not return when it cannot come. */
+static int whole_body(lua_State *L, rm_req *r) {
+  rm_http_exchange *x = live(L, r);
+  int rc;
+  if (r->streamed) return RM_OK;
+  while ((rc = rm_http_x_body_more(x, 1)) == RM_OK && !rm_http_x_body_complete(x)) {}
+  if (rc == RM_OK || rc == RM_EAGAIN) return rc;
+  return body_refused(L, r, rc);
+}
+
 /* body(): the raw request body (POST, PUT), or nil when there was none. */
 static int req_body(lua_State *L) {
+  rm_req *r = req_check(L);
+  if (whole_body(L, r) == RM_EAGAIN) return body_suspend(L, r, req_body);
   size_t n;
-  const char *b = rm_http_x_body(live(L, req_check(L)), &n);
-  if (!n) return 0;
+  const char *b = rm_http_x_body(r->x, &n);
+  if (!n || r->streamed) return 0;
   lua_pushlstring(L, b, n);
   return 1;
+}
+
+/* The next piece of the body for rawrdr(): a body read whole is given in
+ * one piece and stays for body(); one still arriving is streamed, each
+ * piece given up, so an upload never sits in memory whole. nil at the end;
+ * nil, reason when it was cut. */
+static int req_piece(lua_State *L) {
+  rm_req *r = req_check(L);
+  rm_http_exchange *x = live(L, r);
+  for (;;) {
+    size_t n;
+    const char *b = rm_http_x_body(x, &n);
+    if (rm_http_x_body_complete(x) && !r->streamed) {
+      if (r->given >= n) return 0;
+      lua_pushlstring(L, b + r->given, n - r->given);
+      r->given = n;
+      return 1;
+    }
+    if (n) {
+      lua_pushlstring(L, b, n);
+      rm_http_x_body_taken(x);
+      r->streamed = 1;
+      return 1;
+    }
+    if (rm_http_x_body_complete(x)) return 0;
+    int rc = rm_http_x_body_more(x, 0);
+    if (rc == RM_EAGAIN) return body_suspend(L, r, req_piece);
+    if (rc == RM_ETIMEDOUT) return rm_push_error(L, "timeout");
+    if (rc != RM_OK) return rm_push_error(L, rc == RM_ECLOSED ? "socketclosed" : "badbody");
+  }
 }
 
 /* ---- form data ---- */
@@ -582,6 +671,7 @@ static void add_multipart(lua_State *L, int t, rm_req *r, const rm_http_header *
 }
 
 /* The request's pairs, parsed once: query string, then a form body. */
+/* The body must be whole (whole_body) before this runs. */
 static int push_pairs(lua_State *L, rm_req *r) {
   if (lua_getiuservalue(L, 1, UV_DATA) == LUA_TTABLE) return lua_gettop(L);
   lua_pop(L, 1);
@@ -594,7 +684,7 @@ static int push_pairs(lua_State *L, rm_req *r) {
   size_t n;
   const char *body = rm_http_x_body(r->x, &n);
   const rm_http_header *ct = rm_http_header_find(q->headers, q->nheaders, "Content-Type");
-  if (n && ct) {
+  if (n && ct && !r->streamed) {
     if (ct->value_len >= 33 && strncasecmp(ct->value, "application/x-www-form-urlencoded", 33) == 0)
       add_form(L, t, body, n);
     else if (ct->value_len >= 19 && strncasecmp(ct->value, "multipart/form-data", 19) == 0)
@@ -608,6 +698,7 @@ static int push_pairs(lua_State *L, rm_req *r) {
 /* data(): name -> value (the first of each name); data(n1, n2...): values. */
 static int req_data(lua_State *L) {
   rm_req *r = req_check(L);
+  if (whole_body(L, r) == RM_EAGAIN) return body_suspend(L, r, req_data);
   int nargs = lua_gettop(L) - 1;
   int t = push_pairs(L, r);
   lua_newtable(L);
@@ -639,7 +730,9 @@ static int pairs_next(lua_State *L) {
 
 /* datapairs(): an iterator over every name, value pair, repeats included. */
 static int req_datapairs(lua_State *L) {
-  push_pairs(L, req_check(L));
+  rm_req *r = req_check(L);
+  if (whole_body(L, r) == RM_EAGAIN) return body_suspend(L, r, req_datapairs);
+  push_pairs(L, r);
   lua_pushinteger(L, 0);
   lua_pushcclosure(L, pairs_next, 2);
   return 1;
@@ -647,7 +740,9 @@ static int req_datapairs(lua_State *L) {
 
 /* multipart(): the parts of a multipart body as {name=, filename=, type=, data=}. */
 static int req_multipart(lua_State *L) {
-  int t = push_pairs(L, req_check(L));
+  rm_req *r = req_check(L);
+  if (whole_body(L, r) == RM_EAGAIN) return body_suspend(L, r, req_multipart);
+  int t = push_pairs(L, r);
   lua_newtable(L);
   for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, t); i <= n; i++) {
     lua_rawgeti(L, t, i);
@@ -934,7 +1029,18 @@ static void page_drain(rm_http_exchange *x, void *ud) {
   rm_rt_leave(a->rt);
 }
 
-const rm_http_handler rm_lhttp_handler = {page_run, page_drain};
+static void page_body(rm_http_exchange *x, void *ud) {
+  rm_app *a = ud;
+  rm_req *r = *rm_http_x_data(x);
+  rm_rt_enter(a->rt);
+  if (r && r->body_waiter) rm_co_wake(r->body_waiter, RM_WAKE_READY);
+  rm_rt_leave_ready(a->rt);
+}
+
+const rm_http_handler rm_lhttp_handler = {page_run, page_drain, page_body};
+/* Pages on the worker pool get their body whole before they start: a worker
+ * cannot suspend in the middle of a method. */
+const rm_http_handler rm_lhttp_pool_handler = {page_run, page_drain, NULL};
 
 /* ---- req2sock / sock2req ---- */
 
@@ -976,9 +1082,18 @@ int rm_lhttp_req2sock(lua_State *L) {
     lua_pop(L, 1);   /* no WebSocket layer: the raw connection */
   }
   lua_settop(L, 1);
-  size_t n;
-  const char *rest = rm_http_x_rest(r->x, &n);
-  lua_pushlstring(L, rest, n);   /* 2 */
+  size_t n, bn = 0;
+  const char *rest = rm_http_x_rest(r->x, &n), *body = NULL;
+  if (!rm_http_x_body_complete(r->x)) {   /* a page before its body: the socket gets the rest raw */
+    if (q->flags & RM_HTTP_CHUNKED) return rm_push_error(L, "bodypending");
+    body = rm_http_x_body(r->x, &bn);      /* what was parsed of it is still raw bytes */
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addlstring(&b, body, bn);
+  luaL_addlstring(&b, rest, n);
+  luaL_pushresult(&b);           /* 2 */
+  n += bn;
   rm_http_server *srv = rm_http_x_server(r->x);
   rm_conn *c = rm_http_x_detach(r->x);
   r->x = NULL;
@@ -1034,7 +1149,7 @@ static const luaL_Reg req_methods[] = {
   {"committed", resp_committed}, {"reset", resp_reset}, {"senderror", resp_senderror},
   {"sendredirect", resp_sendredirect}, {"redirect", resp_sendredirect}, {"abort", resp_abort},
   {"deferred", resp_deferred}, {"close", resp_close},
-  {"_page", req_page}, {NULL, NULL}
+  {"_page", req_page}, {"_piece", req_piece}, {NULL, NULL}
 };
 
 /* The methods plainest in Lua: they call pages, which may suspend. */
@@ -1050,7 +1165,7 @@ static const char REQ_LUA[] =
   "  self:reset() self:setcontenttype('application/json') self:write(s)\n"
   "  if not noabort then self:abort() end\n"
   "end\n"
-  "function M:rawrdr() local b = self:body() return function() local r = b b = nil return r end end\n";
+  "function M:rawrdr() return function() return self:_piece() end end\n";
 
 void rm__lhttp_open(lua_State *L) {
   if (!luaL_newmetatable(L, REQ_MT)) { lua_pop(L, 1); return; }

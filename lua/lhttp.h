@@ -38,6 +38,7 @@ void rm_app_free(rm_app *a);
 
 /* The handler to give rm_http_server_config (handler_ud: the app). */
 extern const rm_http_handler rm_lhttp_handler;
+extern const rm_http_handler rm_lhttp_pool_handler;   /* --pages-on-pool */
 
 /* The first server, for sock2req on sockets that did not come from a request. */
 void rm_lhttp_set_default_server(rm_rt *rt, rm_http_server *s);

@@ -95,6 +95,7 @@ static void usage(FILE *f) {
     "  --access-log FILE           Common Log Format lines to FILE (\"-\": standard output)\n"
     "  --max-conns N               open connections per listener (default 1024; more: 503)\n"
     "  --max-body BYTES            request body limit (default 8 MiB; more: 413)\n"
+    "  --max-upload BYTES          a body a page streams with rawrdr() (default 1 GiB)\n"
     "  --max-head BYTES            header section limit (default 16 KiB; more: 431)\n"
     "  --max-uri BYTES             request line limit (default 8 KiB; more: 414)\n"
     "  --header-timeout MS         time to send a request head (default 10000)\n"
@@ -200,6 +201,7 @@ static int read_config(runner *r, options *o, const char *file) {
     rm_http_server_config *h = &o->http;
     h->max_conns = (int)cfg_int(L, t, "max_conns", h->max_conns);
     h->limits.max_body = (uint64_t)cfg_int(L, t, "max_body", (lua_Integer)h->limits.max_body);
+    h->max_upload = (uint64_t)cfg_int(L, t, "max_upload", (lua_Integer)h->max_upload);
     h->limits.max_head = (size_t)cfg_int(L, t, "max_head", (lua_Integer)h->limits.max_head);
     h->limits.max_headers = (size_t)cfg_int(L, t, "max_headers", (lua_Integer)h->limits.max_headers);
     h->limits.max_request_line = (size_t)cfg_int(L, t, "max_uri", (lua_Integer)h->limits.max_request_line);
@@ -257,6 +259,7 @@ static int parse_args(runner *r, options *o, int argc, char **argv) {
     } else if (!strcmp(a, "--access-log")) { NEED(1); o->access_log = argv[++i];
     } else if (!strcmp(a, "--threads")) { NEED(1); o->threads = atoi(argv[++i]);
     } else if (!strcmp(a, "--max-conns")) { NEED(1); o->http.max_conns = atoi(argv[++i]);
+    } else if (!strcmp(a, "--max-upload")) { NEED(1); o->http.max_upload = strtoull(argv[++i], NULL, 10);
     } else if (!strcmp(a, "--max-body")) { NEED(1); o->http.limits.max_body = strtoull(argv[++i], NULL, 10);
     } else if (!strcmp(a, "--max-head")) { NEED(1); o->http.limits.max_head = strtoul(argv[++i], NULL, 10);
     } else if (!strcmp(a, "--max-uri")) { NEED(1); o->http.limits.max_request_line = strtoul(argv[++i], NULL, 10);
@@ -321,7 +324,7 @@ static int start_servers(runner *r, options *o) {
     c.root = o->apps[l->app];
     c.page_ext = ".lsp";
     c.access_log = log;
-    c.handler = &rm_lhttp_handler;
+    c.handler = o->pool ? &rm_lhttp_pool_handler : &rm_lhttp_handler;
     c.handler_ud = r->apps[l->app];
     if (l->tls) { c.secure = 1; c.on_accept = tls_accept; c.accept_ud = r->tls; }
     int rc = rm_http_server_new(r->loop, l->host, l->port, &c, &r->servers[i]);

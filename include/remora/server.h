@@ -33,6 +33,11 @@ typedef struct rm_http_handler {
   void (*run)(rm_http_exchange *x, void *ud);
   /* The write queue of x fell back under its bound (see rm_http_x_queued). */
   void (*drain)(rm_http_exchange *x, void *ud);
+  /* With this member the handler takes pages whose body is still arriving
+   * (an upload): run comes at once and the body is read on demand with
+   * rm_http_x_body_more; this says that a wait for it ended. Without it,
+   * bodies are read whole (up to max_body) before run. */
+  void (*body)(rm_http_exchange *x, void *ud);
 } rm_http_handler;
 
 typedef struct rm_http_server_config {
@@ -42,6 +47,7 @@ typedef struct rm_http_server_config {
   unsigned header_timeout_ms; /* whole request head (slowloris): 10 s */
   unsigned idle_timeout_ms;   /* keep-alive wait for the next request: 15 s */
   unsigned body_timeout_ms;   /* silence while a body arrives: 30 s */
+  uint64_t max_upload;        /* a body a page streams (rawrdr), past max_body: 1 GiB */
   int max_conns;              /* open connections; more are answered 503: 1024 */
   size_t gzip_max;            /* compress files up to this size on the fly: 1 MiB (0 default) */
   int no_gzip;                /* never compress on the fly */
@@ -101,6 +107,18 @@ size_t rm_http_x_queued(const rm_http_exchange *x);
  * sees the answer is incomplete (an error after the head went out). */
 enum { RM_HTTP_X_BROKEN = 2 };
 void rm_http_x_finish(rm_http_exchange *x, int close);
+/* The body of a page that came before it: 1 once it is read whole. */
+int rm_http_x_body_complete(const rm_http_exchange *x);
+/* Reads on: appends what arrived to the body (rm_http_x_body). RM_OK when
+ * bytes came or the body is whole; RM_EAGAIN: the handler's body() is called
+ * when the wait ends; RM_ETIMEDOUT (body_timeout_ms of silence), RM_ECLOSED,
+ * or a parser error (RM_HTTP_EBODY past max_body when whole is set: without
+ * it the body is streamed and only the reader bounds it). After an error the
+ * connection closes after the answer. */
+int rm_http_x_body_more(rm_http_exchange *x, int whole);
+/* Drops the body bytes the handler has taken (streaming). */
+void rm_http_x_body_taken(rm_http_exchange *x);
+
 /* Bytes already read past the request (a pipelined request, or a protocol's
  * first bytes after an upgrade); copy them before rm_http_x_detach(). */
 const char *rm_http_x_rest(const rm_http_exchange *x, size_t *len);

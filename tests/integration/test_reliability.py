@@ -359,7 +359,7 @@ def slowloris_beside_wrk_keeps_throughput_and_is_cut():
 
 @case
 def idle_keep_alive_and_body_timeouts():
-    root = make_site({"a.txt": "alpha\n", "echo.lsp": "ok"})
+    root = make_site({"a.txt": "alpha\n", "echo.lsp": "<?lsp request:body() ?>ok"})
     with serve(root, "--idle-timeout", "500", "--body-timeout", "500") as srv:
         c = Conn(srv.port)
         check(c.request("GET", "/a.txt").status == 200, "first request")
@@ -379,7 +379,7 @@ def idle_keep_alive_and_body_timeouts():
 
 @case
 def size_limits_at_the_edge_and_one_past():
-    root = make_site({"a.txt": "alpha\n", "len.lsp": "ok"})
+    root = make_site({"a.txt": "alpha\n", "len.lsp": "<?lsp request:body() ?>ok"})
     with serve(root, "--max-uri", "1024", "--max-head", "4096", "--max-body", "1000") as srv:
         def status(raw):
             c = Conn(srv.port)
