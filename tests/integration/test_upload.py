@@ -58,7 +58,8 @@ def main():
                 check(hashlib.sha256(a.read()).digest() == hashlib.sha256(b.read()).digest(), "byte-exact")
         grew = srv.rss_kb() - rss0
         print("# 2 x 50 MB streamed through rawrdr: RSS grew %d KiB" % grew)
-        check(grew < 20000, "RSS grew %d KiB for 100 MB streamed" % grew)
+        if not os.environ.get("REMORA_SANITIZER"):   # ASan's quarantine keeps freed memory
+            check(grew < 20000, "RSS grew %d KiB for 100 MB streamed" % grew)
 
     @case
     def whole_body_methods_wait_for_a_late_body():
