@@ -17,7 +17,8 @@
 enum {
   DEFAULT_TICKET_LIFETIME = 7200,
   DEFAULT_CACHE_MAX = 1000,
-  DEFAULT_CACHE_TIMEOUT = 7200
+  DEFAULT_CACHE_TIMEOUT = 7200,
+  DEFAULT_SPARE_BUFFERS = 16 /* a dispatcher works on one connection at a time */
 };
 
 /* Forward secrecy and no CBC padding oracles: ECDHE key exchange, AEAD ciphers. */
@@ -51,6 +52,25 @@ void *rm__tls_alloc(rm_tls_config *cfg, size_t n) {
 
 void rm__tls_free(rm_tls_config *cfg, void *p, size_t n) {
   if (p) cfg->alloc(cfg->alloc_ud, p, n, 0);
+}
+
+void *rm__tls_buf_get(rm_tls_config *cfg) {
+  void *buf = NULL;
+  pthread_mutex_lock(&cfg->spare_lock);
+  if (cfg->nspare > 0) buf = cfg->spare[--cfg->nspare];
+  pthread_mutex_unlock(&cfg->spare_lock);
+  return buf ? buf : malloc(RM__TLS_BUF);
+}
+
+void rm__tls_buf_put(rm_tls_config *cfg, void *buf) {
+  if (!buf) return;
+  pthread_mutex_lock(&cfg->spare_lock);
+  if (cfg->nspare < cfg->max_spare) {
+    cfg->spare[cfg->nspare++] = buf;
+    buf = NULL;
+  }
+  pthread_mutex_unlock(&cfg->spare_lock);
+  free(buf); /* not wiped: see park() in stream.c */
 }
 
 /* Loading a file: missing or unreadable is an I/O error, anything else bad input. */
@@ -150,6 +170,8 @@ static int setup(rm_tls_config *cfg, const rm_tls_options *o) {
   mbedtls_ssl_conf_curves(conf, curves);
   if ((ret = set_suites(cfg, o->ciphersuites ? o->ciphersuites : default_suites)) != RM_OK) return ret;
   if (o->alpn && (ret = set_alpn(cfg, o->alpn)) != RM_OK) return ret;
+  cfg->max_spare = o->spare_buffers < 0 ? 0 : o->spare_buffers ? o->spare_buffers : DEFAULT_SPARE_BUFFERS;
+  if (cfg->max_spare && !(cfg->spare = rm__tls_alloc(cfg, cfg->max_spare * sizeof *cfg->spare))) return RM_ENOMEM;
   return cfg->server ? setup_server(cfg, o) : setup_client(cfg, o);
 }
 
@@ -163,6 +185,9 @@ static void config_free(rm_tls_config *cfg) {
     c = next;
   }
   for (int i = 0; cfg->alpn[i]; i++) rm__tls_free(cfg, cfg->alpn[i], strlen(cfg->alpn[i]) + 1);
+  while (cfg->nspare > 0) free(cfg->spare[--cfg->nspare]);
+  rm__tls_free(cfg, cfg->spare, cfg->max_spare * sizeof *cfg->spare);
+  pthread_mutex_destroy(&cfg->spare_lock);
   mbedtls_ssl_ticket_free(&cfg->tickets);
   mbedtls_ssl_cache_free(&cfg->cache);
   mbedtls_x509_crt_free(&cfg->ca);
@@ -197,6 +222,7 @@ static rm_tls_config *config_new(const rm_tls_options *o, int server, int *err) 
   mbedtls_x509_crt_init(&cfg->ca);
   mbedtls_ssl_cache_init(&cfg->cache);
   mbedtls_ssl_ticket_init(&cfg->tickets);
+  pthread_mutex_init(&cfg->spare_lock, NULL);
   if ((ret = setup(cfg, o)) != RM_OK) {
     config_free(cfg);
     cfg = NULL;

@@ -42,13 +42,6 @@ struct rm_tls_stream {
 
 /* ---- The transport under mbedTLS ---- */
 
-/* mbedTLS asks for a record's 5-byte header, then for its body: two system
- * calls per record when each ask goes to the socket. Each read takes up to a
- * whole record's worth instead (one call for a request), and the asks are
- * served from here. What is here counts as pending (rm_tls_stream_pending),
- * since socket readiness no longer announces it. */
-enum { READ_AHEAD = MBEDTLS_SSL_IN_BUFFER_LEN };
-
 static int bio_send(void *ud, const unsigned char *buf, size_t n) {
   rm_tls_stream *s = ud;
   long r = s->io.send(s->io.ud, buf, n);
@@ -58,8 +51,16 @@ static int bio_send(void *ud, const unsigned char *buf, size_t n) {
   return MBEDTLS_ERR_NET_SEND_FAILED;
 }
 
+/* mbedTLS asks for a record's 5-byte header, then for its body: two system
+ * calls per record when each ask goes to the socket. Each read takes up to a
+ * whole record's worth instead (one call for a request), into a record
+ * buffer, and the asks are served from there. What is there counts as
+ * pending (rm_tls_stream_pending), since socket readiness does not announce
+ * it. */
+
 static void drop_ahead(rm_tls_stream *s) {
-  rm__tls_free(s->cfg, s->ahead, s->ahead_cap);
+  if (s->ahead_cap == RM__TLS_BUF) rm__tls_buf_put(s->cfg, s->ahead);
+  else free(s->ahead); /* a preread larger than a record */
   s->ahead = NULL;
   s->ahead_cap = s->ahead_off = s->ahead_len = 0;
 }
@@ -68,7 +69,7 @@ static int bio_recv(void *ud, unsigned char *buf, size_t n) {
   rm_tls_stream *s = ud;
   long r;
   if (s->ahead_off == s->ahead_len) {
-    if (!s->ahead && (s->ahead = rm__tls_alloc(s->cfg, READ_AHEAD))) s->ahead_cap = READ_AHEAD;
+    if (!s->ahead && (s->ahead = rm__tls_buf_get(s->cfg))) s->ahead_cap = RM__TLS_BUF;
     if (s->ahead) {
       r = s->io.recv(s->io.ud, s->ahead, s->ahead_cap);
       s->ahead_off = 0;
@@ -174,8 +175,8 @@ int rm_tls_stream_new(rm_tls_config *cfg, const char *host, const rm_tls_io *io,
   mbedtls_ssl_init(&s->ssl);
   rm_tls_config_ref(cfg);
   if (prelen) {
-    s->ahead_cap = prelen > READ_AHEAD ? prelen : READ_AHEAD;
-    s->ahead = rm__tls_alloc(cfg, s->ahead_cap);
+    s->ahead_cap = prelen > RM__TLS_BUF ? prelen : RM__TLS_BUF;
+    s->ahead = s->ahead_cap == RM__TLS_BUF ? rm__tls_buf_get(cfg) : malloc(prelen);
     if (!s->ahead) ret = RM_ENOMEM;
     else memcpy(s->ahead, preread, s->ahead_len = prelen);
   }
@@ -229,9 +230,10 @@ static void park(rm_tls_stream *s) {
    * strings, freed without wiping, and wiping 33 KB per request took 55%
    * more instructions per keep-alive request (OpenSSL without
    * SSL_OP_CLEANSE_PLAINTEXT does the same). mbedTLS allocates with calloc
-   * and frees with free() (no MBEDTLS_PLATFORM_MEMORY in this build). */
-  free(ssl->in_buf);
-  free(ssl->out_buf);
+   * and frees with free() (no MBEDTLS_PLATFORM_MEMORY in this build), so the
+   * spare buffers come from malloc() too. */
+  rm__tls_buf_put(s->cfg, ssl->in_buf);
+  rm__tls_buf_put(s->cfg, ssl->out_buf);
   ssl->in_buf = ssl->out_buf = NULL;
   drop_ahead(s);
   s->parked = 1;
@@ -242,11 +244,11 @@ static void park(rm_tls_stream *s) {
 static int unpark(rm_tls_stream *s) {
   mbedtls_ssl_context *ssl = &s->ssl;
   if (!s->parked) return RM_OK;
-  ssl->in_buf = malloc(MBEDTLS_SSL_IN_BUFFER_LEN);
-  ssl->out_buf = malloc(MBEDTLS_SSL_OUT_BUFFER_LEN);
+  ssl->in_buf = rm__tls_buf_get(s->cfg);
+  ssl->out_buf = rm__tls_buf_get(s->cfg);
   if (!ssl->in_buf || !ssl->out_buf) {
-    free(ssl->in_buf);
-    free(ssl->out_buf);
+    rm__tls_buf_put(s->cfg, ssl->in_buf);
+    rm__tls_buf_put(s->cfg, ssl->out_buf);
     ssl->in_buf = ssl->out_buf = NULL;
     return RM_ENOMEM;
   }

@@ -56,6 +56,8 @@ typedef struct rm_tls_options {
   unsigned cache_timeout;          /* server: seconds a cached session lives (7200) */
   rm_alloc_fn alloc;               /* NULL: realloc/free */
   void *alloc_ud;
+  int spare_buffers;               /* 16.7 KB record buffers idle sessions leave for
+                                      busy ones (16); -1: none, every session allocates */
 } rm_tls_options;
 
 /* A new config with one reference. opts may be NULL. *err says why on NULL. */

@@ -464,13 +464,15 @@ static void exchange(rm_tls_stream *a, rm_tls_stream *b, const char *msg, size_t
  * two 16.7 KB record buffers back; the next records, both ways and across
  * several records, must still be sealed and opened with the right counters. */
 static void test_idle_memory(void) {
-  rm_tls_config *scfg = server_cfg(NULL, 0), *ccfg = client_cfg(self_crt, NULL, 0);
+  /* Without spare buffers: what one idle session holds, not what a config keeps. */
+  rm_tls_options so = {.spare_buffers = -1}, co = {.spare_buffers = -1, .ca_file = self_crt};
+  rm_tls_config *scfg = rm_tls_server_new(&so, NULL), *ccfg = rm_tls_client_new(&co, NULL);
   enum { N = 20 };
   pair p[N];
   static char big[40000];
   char buf[64];
   struct mallinfo2 before, after;
-  if (!scfg || !ccfg) { CHECK(0); return; }
+  if (!scfg || !ccfg || rm_tls_config_add_cert(scfg, self_crt, self_key, NULL) != RM_OK) { CHECK(0); return; }
   for (size_t i = 0; i < sizeof big; i++) big[i] = (char)(i * 7);
   before = mallinfo2();
   for (int i = 0; i < N; i++) {
@@ -494,6 +496,30 @@ static void test_idle_memory(void) {
     exchange(p[i].cli, p[i].srv, "again", 5);
     pair_close(&p[i]);
   }
+  rm_tls_config_unref(scfg);
+  rm_tls_config_unref(ccfg);
+}
+
+/* Idle sessions leave their record buffers to busy ones, up to the config's
+ * bound (white box: the config's spare list). */
+static void test_spare_buffers(void) {
+  enum { N = 4 };
+  rm_tls_options so = {.spare_buffers = 2};
+  rm_tls_config *scfg = rm_tls_server_new(&so, NULL), *ccfg = client_cfg(self_crt, NULL, 0);
+  pair p[N];
+  if (!scfg || !ccfg || rm_tls_config_add_cert(scfg, self_crt, self_key, NULL) != RM_OK) { CHECK(0); return; }
+  for (int i = 0; i < N; i++) {
+    CHECK(pair_open(&p[i], scfg, ccfg, "localhost") == 0);
+    pair_handshake(&p[i]);
+    exchange(p[i].cli, p[i].srv, "request", 7);
+    exchange(p[i].srv, p[i].cli, "answer", 6); /* the server idles after its write */
+  }
+  CHECK_EQ(scfg->nspare, 2); /* the bound holds: the others were freed */
+  exchange(p[0].cli, p[0].srv, "again", 5);  /* input, output and read-ahead taken */
+  CHECK_EQ(scfg->nspare, 0);
+  exchange(p[0].srv, p[0].cli, "fine", 4);
+  CHECK_EQ(scfg->nspare, 2);
+  for (int i = 0; i < N; i++) pair_close(&p[i]);
   rm_tls_config_unref(scfg);
   rm_tls_config_unref(ccfg);
 }
@@ -916,6 +942,7 @@ int main(void) {
   RUN(test_garbage_hello);
   RUN(test_stream_preread);
   RUN(test_idle_memory);
+  RUN(test_spare_buffers);
   RUN(test_loop);
   RUN(test_threads);
   RUN(test_openssl_server);
