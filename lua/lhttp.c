@@ -190,8 +190,6 @@ static void send_buffered(lua_State *L, rm_req *r, int ud) {
 
 static int flush_k(lua_State *L, int status, lua_KContext ctx) {
   rm_co *co = rm_co_current(L);
-  rm_req *r = co->wait_data;
-  if (r->drain_waiter == co) r->drain_waiter = NULL;   /* also when shutdown answered without a wake */
   if (co->wake != RM_WAKE_READY) return rm_sock_wake_result(L, co);
   lua_pushboolean(L, 1);
   return 1;
@@ -522,8 +520,6 @@ static int req_issecure(lua_State *L) {
 
 static int body_k(lua_State *L, int status, lua_KContext ctx) {
   rm_co *co = rm_co_current(L);
-  rm_req *r = co->wait_data;
-  if (r->body_waiter == co) r->body_waiter = NULL;   /* also when shutdown answered without a wake */
   if (co->wake != RM_WAKE_READY) return rm_sock_wake_result(L, co);
   return ((lua_CFunction)ctx)(L);
 }
