@@ -359,6 +359,11 @@ static int indexed(rm__encoder *e, const uint32_t *px, int stride, int w, int h,
   return rm__buf_put(out, e->zout.p, e->zout.len) < 0 ? RM_ENOMEM : RM_SCREEN_INDEXED_Z;
 }
 
+void rm__encoder_forget(rm__encoder *e)
+{
+  e->last.n = 0;
+}
+
 int rm__encode_lossless(rm__encoder *e, const uint32_t *px, int stride, int w, int h, rm__buf *out)
 {
   size_t start = out->len;

@@ -8,6 +8,9 @@
 
 #define RM__PRESSED_MAX 16  /* keys held down at once that we remember */
 #define RM__KEY_FIELD_MAX 32 /* longest KeyboardEvent .code or .key accepted, in bytes */
+#define RM__URGENT_AREA 4096  /* damage this small (pixels) soon after input is urgent: its echo */
+#define RM__ECHO_MS 250       /* ...within this long of a key or button */
+#define RM__URGENT_BOXES 4
 
 /* A growable byte buffer through the layer's allocator. */
 typedef struct rm__buf {
@@ -53,6 +56,11 @@ struct rm_screen {
   uint8_t *damaged;   /* ntx*nty: damage seen since the last grab */
   rm__change *chg;    /* ntx*nty: the columns each tile's last version changed */
   int any_damage;
+  int urgent[RM__URGENT_BOXES][4]; /* boxes x0 y0 x1 y1 of urgent damage since the last grab */
+  int nurgent;
+  int big_damage;     /* some damage since the last grab was not small */
+  int urgent_last;    /* the last grab took only urgent damage */
+  double input_ms;    /* when the last key or button was injected */
   int resized;        /* the size changed since the last poll */
   int dead;           /* the X connection failed */
 
@@ -92,6 +100,7 @@ int rm__count_colours(const uint32_t *px, int stride, int w, int h, int limit, u
 int rm__depth(int n); /* the bit depth that holds n palette indices: 1, 2, 4 or 8 */
 int rm__encode_png(rm__encoder *e, const uint32_t *px, int stride, int w, int h, rm__buf *out);
 /* PNG, or INDEXED when smaller; returns the encoding used (or < 0). */
+void rm__encoder_forget(rm__encoder *e); /* the next INDEXED sends its palette (a full update) */
 int rm__encode_lossless(rm__encoder *e, const uint32_t *px, int stride, int w, int h, rm__buf *out);
 int rm__encode_jpeg(rm__encoder *e, const uint32_t *px, int stride, int w, int h, rm__buf *out);
 

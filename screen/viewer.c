@@ -533,6 +533,7 @@ static int build(const rm_screen *s, rm_screen_viewer *v)
     n += 8;
   }
   v->msg.len = 0;
+  if (v->full) rm__encoder_forget(v->enc); /* a full update may go to a client that starts afresh */
   if (rm__buf_put(&v->msg, head, n) < 0) return RM_ENOMEM;
   for (size_t i = 0; i < v->nrects; i++) {
     int rc = encode_rect(s, v, &v->rects[i]);

@@ -582,6 +582,38 @@ static void test_small_change_is_indexed(void)
   free(m.px);
 }
 
+/* A character typed while a big area is drawn goes first, in an update of
+ * its own; the big area follows with the next grab. */
+static void test_small_damage_first(void)
+{
+  rm_screen_viewer *v;
+  model m = {0};
+  size_t len;
+  uint32_t big = rm_screen_tile_version(scr, 1, 1);
+  rm_screen_viewer_new(scr, NULL, &v);
+  frame(v, &m, NULL);
+  /* a key (one the keyboard map lacks: ignored) makes what is drawn next its echo */
+  CHECK_EQ(rm_screen_input(scr, (const uint8_t *)"\3\1\14\0Unidentified", 16, NULL, &len, NULL), RM_OK);
+  fill(canvas, 0, 0, 400, 200, 0x336699);
+  text(canvas, 517, 460, "k", 0x000000);
+  XSync(d, False); /* both damage reports came before the sync's reply */
+  CHECK_EQ(rm_screen_drain(scr), 1);
+  CHECK_EQ(rm_screen_grab(scr), 1);
+  CHECK_EQ(rm_screen_tile_version(scr, 1, 1), big); /* the big area waits */
+  CHECK_EQ(frame(v, &m, &len), 1);
+  CHECK(len < 40);
+  CHECK_EQ(model_diff(&m, 500, 440, 140, 40), 0);
+  CHECK_EQ(rm_screen_grab(scr), 1);
+  CHECK(rm_screen_tile_version(scr, 1, 1) != big);
+  CHECK_EQ(frame(v, &m, NULL), 1);
+  CHECK_EQ(model_diff(&m, 0, 0, SW, SH), 0);
+  fill(canvas, 0, 0, 640, 480, 0xffffff);
+  settle();
+  frame(v, &m, NULL);
+  rm_screen_viewer_free(v);
+  free(m.px);
+}
+
 static void test_png_exact(void)
 {
   rm_screen_viewer *v;
@@ -1026,6 +1058,7 @@ int main(void)
   RUN(test_viewer_full_then_changes);
   RUN(test_two_viewers);
   RUN(test_small_change_is_indexed);
+  RUN(test_small_damage_first);
   RUN(test_png_exact);
   RUN(test_jpeg_tolerance);
   RUN(test_copy_on_scroll);
