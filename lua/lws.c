@@ -16,6 +16,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include "remora/http.h"
 #include "remora/ws.h"
@@ -55,21 +56,21 @@ typedef struct keepalive {
 } keepalive;
 
 typedef struct ws {
-  rm_ws_config cfg;          /* the reader's; cfg.deflate points to agreed */
-  rm_ws_deflate_params agreed;
+  /* The reader's. With permessage-deflate, cfg.deflate is an allocation of
+   * its own, so that every connection's record stays at 136 bytes (64-bit). */
+  rm_ws_config cfg;
   rm_ws_reader *rd;          /* while reading a frame or a message, else NULL */
   /* With permessage-deflate: made by the first message sent (zlib's state
    * is about 300 KB), and let go after each one when this side compresses
    * every message afresh (its no_context_takeover). */
   rm_ws_deflater *zd;
   keepalive *ka;             /* with the ping option, else NULL */
-  long close_ms;
-  int peer_code;
-  unsigned close_sent : 1, close_received : 1;
   char *names;               /* "subprotocol\0extensions\0" as agreed, NULL when both are empty */
   spare *spare;
   uint8_t *in;               /* bytes read, [in_off, in_len) not yet passed to the reader */
-  size_t in_len, in_off, in_cap;
+  uint32_t in_len, in_off, in_cap;
+  int close_ms, peer_code;
+  unsigned close_sent : 1, close_received : 1;
 } ws;
 
 /* ---- frames out ---- */
@@ -366,7 +367,7 @@ static int pump(lua_State *L, rm_sock *s, int why, long timeout) {
     if (!w->in && !borrow(w)) return luaL_error(L, "websocket: out of memory");
     long n = rm_conn_read(s->conn, w->in, w->in_cap);
     if (n > 0) {
-      w->in_len = (size_t)n;
+      w->in_len = (uint32_t)n;
       if (w->ka) w->ka->heard_at = rm_loop_now(s->rt->loop);
       continue;
     }
@@ -446,6 +447,7 @@ static void ws_free(rm_loop *loop, ws *w) {
   }
   rm_ws_reader_free(w->rd);
   rm_ws_deflater_free(w->zd);
+  if (w->cfg.deflate) rm_loop_free_mem(loop, (void *)w->cfg.deflate, sizeof *w->cfg.deflate);
   if (w->in) rm_loop_free_mem(loop, w->in, w->in_cap);
   rm_loop_free_mem(loop, w, sizeof *w);
 }
@@ -600,32 +602,32 @@ static int attach(lua_State *L, rm_sock *s, int server, int opts, const rm_ws_de
   if (max_frame < 1 || max_message < 1 || level < 0 || level > 9 || ping < 0 || ping > INT_MAX ||
       ping_timeout < 0 || ping_timeout > INT_MAX)
     return luaL_error(L, "websocket options: max_frame and max_message > 0, level 0-9, ping and ping_timeout >= 0");
+  if (prelen > UINT32_MAX) return luaL_error(L, "websocket: too many bytes after the handshake");
   spare *sp = get_spare(L, loop);
   ws *w = rm_loop_alloc(loop, sizeof *w);
   if (!w) return luaL_error(L, "out of memory");
   memset(w, 0, sizeof *w);
   w->spare = sp;
-  w->close_ms = (long)close_ms;
+  w->close_ms = close_ms > INT_MAX ? INT_MAX : close_ms < 0 ? 0 : (int)close_ms;
   w->cfg = (rm_ws_config){.is_server = server, .fragment_mode = opt_bool(L, opts, "fragment", 0),
                           .max_frame = (uint64_t)max_frame, .max_message = (uint64_t)max_message,
                           .deflate_level = (int)level};
   w->cfg.alloc = rm_loop_allocator(loop, &w->cfg.alloc_ud);
-  if (agreed) {
-    w->agreed = *agreed;
-    w->cfg.deflate = &w->agreed;
-  }
-  if (!set_names(loop, w, protocol ? protocol : "", extensions ? extensions : "")) {
+  rm_ws_deflate_params *dp = agreed ? rm_loop_alloc(loop, sizeof *dp) : NULL;
+  if (dp) *dp = *agreed;
+  w->cfg.deflate = dp;
+  if ((agreed && !dp) || !set_names(loop, w, protocol ? protocol : "", extensions ? extensions : "")) {
     ws_free(loop, w);
     return luaL_error(L, "out of memory");
   }
   if (ping > 0) w->ka = keepalive_new(loop, s, (long)ping, (long)ping_timeout);
-  if (prelen && (w->in = rm_loop_alloc(loop, prelen)) != NULL) w->in_cap = prelen;
+  if (prelen && (w->in = rm_loop_alloc(loop, prelen)) != NULL) w->in_cap = (uint32_t)prelen;
   if ((ping > 0 && !w->ka) || (prelen && !w->in)) {
     ws_free(loop, w);
     return luaL_error(L, "out of memory");
   }
   if (prelen) memcpy(w->in, pre, prelen);
-  w->in_len = prelen;
+  w->in_len = (uint32_t)prelen;
   if (s->ext && s->ext->gc) s->ext->gc(s);   /* TLS: its filter on the connection stays */
   s->ext = &ws_ext;
   s->ext_state = w;
@@ -696,28 +698,59 @@ static int push_protocols(lua_State *L, int opts) {
   return 1;
 }
 
-static void push_lower(lua_State *L, const char *p, size_t n) {
-  luaL_Buffer b;
-  char *d = luaL_buffinitsize(L, &b, n);
-  for (size_t i = 0; i < n; i++) d[i] = (p[i] >= 'A' && p[i] <= 'Z') ? (char)(p[i] + 32) : p[i];
-  luaL_pushresultsize(&b, n);
+/* The request's header fields the handshake reads. They are pushed on the
+ * stack in this order (nil when absent) rather than gathered in a table: an
+ * idle connection's share of garbage is what each handshake leaves. */
+enum { H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_ORIGIN, H_PROTOCOL, H_EXTENSIONS, H_COUNT };
+static const char *const H_NAMES[H_COUNT] = {
+  "upgrade", "connection", "sec-websocket-key", "sec-websocket-version", "origin",
+  "sec-websocket-protocol", "sec-websocket-extensions"
+};
+
+/* From a table that maps names in any case to values; returns the index
+ * of the first field. */
+static int push_fields_of_table(lua_State *L, int idx) {
+  int base = lua_gettop(L) + 1;
+  for (int i = 0; i < H_COUNT; i++) lua_pushnil(L);
+  for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) continue;
+    for (int i = 0; i < H_COUNT; i++) {
+      if (strcasecmp(lua_tostring(L, -2), H_NAMES[i]) != 0) continue;
+      lua_pushvalue(L, -1);
+      lua_replace(L, base + i);
+    }
+  }
+  return base;
 }
 
-/* The handshake over the headers in the table at hidx: 101 and a WebSocket
+/* From the request at idx: request:header(name), which ignores case. */
+static int push_fields_of_request(lua_State *L, int idx) {
+  int base = lua_gettop(L) + 1;
+  for (int i = 0; i < H_COUNT; i++) {
+    lua_getfield(L, idx, "header");
+    lua_pushvalue(L, idx);
+    lua_pushstring(L, H_NAMES[i]);
+    lua_call(L, 2, 1);
+  }
+  return base;
+}
+
+/* The handshake over the fields pushed from index f: 101 and a WebSocket
  * on s (at sidx), or the refusal. */
-static int upgrade(lua_State *L, int sidx, int hidx, int opts, const char *pre, size_t prelen) {
+static int upgrade(lua_State *L, int sidx, int f, int opts, const char *pre, size_t prelen) {
   rm_sock *s = rm_sock_check(L, sidx);
   if (s->kind != RM_SK_TCP || s->ext == &ws_ext) return rm_push_error(L, "socketclosed");
-  const char *key = header(L, hidx, "sec-websocket-key");
-  const char *version = header(L, hidx, "sec-websocket-version");
-  const char *origin = header(L, hidx, "origin");
+  const char *key = lua_tostring(L, f + H_KEY);
+  const char *version = lua_tostring(L, f + H_VERSION);
+  const char *origin = lua_tostring(L, f + H_ORIGIN);
   char accept[RM_WS_ACCEPT_LEN + 1], ext[RM_WS_EXTENSION_MAX] = "", proto[64] = "";
-  if (!has_token(header(L, hidx, "upgrade"), "websocket") || !has_token(header(L, hidx, "connection"), "upgrade"))
+  if (!has_token(lua_tostring(L, f + H_UPGRADE), "websocket") ||
+      !has_token(lua_tostring(L, f + H_CONNECTION), "upgrade"))
     return refuse(L, s, 400, "not a WebSocket upgrade request");
   if (!version || strcmp(version, "13") != 0) return refuse(L, s, 426, "unsupported Sec-WebSocket-Version");
   if (!key || rm_ws_accept_key(key, accept) != RM_OK) return refuse(L, s, 400, "bad Sec-WebSocket-Key");
   if (!origin_allowed(L, opts, origin)) return refuse(L, s, 403, "origin not allowed");
-  const char *offered = header(L, hidx, "sec-websocket-protocol");
+  const char *offered = lua_tostring(L, f + H_PROTOCOL);
   if (offered && push_protocols(L, opts)) {
     const char *name;
     size_t len;
@@ -728,7 +761,7 @@ static int upgrade(lua_State *L, int sidx, int hidx, int opts, const char *pre, 
     lua_pop(L, 1);
   }
   rm_ws_deflate_params want, agreed;
-  const char *offers = header(L, hidx, "sec-websocket-extensions");
+  const char *offers = lua_tostring(L, f + H_EXTENSIONS);
   int deflate = opt_deflate(L, opts, &want) && offers &&
                 rm_ws_deflate_accept(offers, &want, &agreed, ext, sizeof ext) == 1;
   char buf[RESPONSE_MAX];
@@ -750,20 +783,6 @@ static int upgrade(lua_State *L, int sidx, int hidx, int opts, const char *pre, 
   return 1;
 }
 
-/* A copy of the table at idx with lower-case names, pushed; returns its index. */
-static int push_headers(lua_State *L, int idx) {
-  lua_newtable(L);
-  for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
-    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) continue;
-    size_t n;
-    const char *name = lua_tolstring(L, -2, &n);
-    push_lower(L, name, n);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, -5);
-  }
-  return lua_gettop(L);
-}
-
 /* ba.socket.wsupgrade(sock, headers [, opts [, pre]]): the upgrade request
  * was read from a raw TCP socket by Lua; headers maps names (any case) to
  * values; pre holds the bytes read past the request (the first frames). */
@@ -774,7 +793,7 @@ int rm_ws_upgrade_lua(lua_State *L) {
   const char *pre = luaL_optlstring(L, 4, "", &prelen);
   lua_settop(L, 4);
   int opts = lua_istable(L, 3) ? 3 : 0;
-  return upgrade(L, 1, push_headers(L, 2), opts, pre, prelen);
+  return upgrade(L, 1, push_fields_of_table(L, 2), opts, pre, prelen);
 }
 
 /* req2sock(request [, opts]) on an upgrade request (the HTTP layer calls
@@ -783,10 +802,7 @@ int rm_ws_upgrade_lua(lua_State *L) {
 static int req_upgrade(lua_State *L) {
   int opts = lua_istable(L, 2) ? 2 : lua_istable(L, 3) ? 3 : 0;
   lua_settop(L, 3);
-  lua_getfield(L, 1, "header");
-  lua_pushvalue(L, 1);
-  lua_call(L, 1, 1);
-  int hidx = push_headers(L, 4);
+  int f = push_fields_of_request(L, 1);
   lua_getglobal(L, "ba");
   lua_getfield(L, -1, "socket");
   lua_getfield(L, -1, "req2sock");
@@ -796,7 +812,7 @@ static int req_upgrade(lua_State *L) {
   if (lua_isnil(L, -2)) return 2;
   size_t prelen = 0;
   const char *pre = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &prelen) : "";
-  return upgrade(L, lua_gettop(L) - 1, hidx, opts, pre, prelen);
+  return upgrade(L, lua_gettop(L) - 1, f, opts, pre, prelen);
 }
 
 static int client_finish(lua_State *L);
