@@ -65,30 +65,30 @@ static void drop_ahead(rm_tls_stream *s) {
   s->ahead_cap = s->ahead_off = s->ahead_len = 0;
 }
 
-static int bio_recv(void *ud, unsigned char *buf, size_t n) {
-  rm_tls_stream *s = ud;
-  long r;
-  if (s->ahead_off == s->ahead_len) {
-    if (!s->ahead && (s->ahead = rm__tls_buf_get(s->cfg))) s->ahead_cap = RM__TLS_BUF;
-    if (s->ahead) {
-      r = s->io.recv(s->io.ud, s->ahead, s->ahead_cap);
-      s->ahead_off = 0;
-      s->ahead_len = r > 0 ? (size_t)r : 0;
-      if (r <= 0) goto done;
-    }
-  }
-  if (s->ahead_off < s->ahead_len) {
-    size_t k = s->ahead_len - s->ahead_off < n ? s->ahead_len - s->ahead_off : n;
-    memcpy(buf, s->ahead + s->ahead_off, k);
-    s->ahead_off += k;
-    return (int)k;
-  }
-  r = s->io.recv(s->io.ud, buf, n); /* no memory to read ahead with */
-done:
+/* The transport's answer as mbedTLS wants it. */
+static int recv_result(rm_tls_stream *s, long r) {
   if (r >= 0) return (int)r;
   if (r == RM_EAGAIN) return MBEDTLS_ERR_SSL_WANT_READ;
   s->io_err = (int)r;
   return MBEDTLS_ERR_NET_RECV_FAILED;
+}
+
+static int bio_recv(void *ud, unsigned char *buf, size_t n) {
+  rm_tls_stream *s = ud;
+  size_t k;
+  if (s->ahead_off == s->ahead_len) {
+    long r;
+    if (!s->ahead && (s->ahead = rm__tls_buf_get(s->cfg))) s->ahead_cap = RM__TLS_BUF;
+    if (!s->ahead) return recv_result(s, s->io.recv(s->io.ud, buf, n)); /* no memory to read ahead */
+    r = s->io.recv(s->io.ud, s->ahead, s->ahead_cap);
+    if (r <= 0) return recv_result(s, r);
+    s->ahead_off = 0;
+    s->ahead_len = (size_t)r;
+  }
+  k = s->ahead_len - s->ahead_off < n ? s->ahead_len - s->ahead_off : n;
+  memcpy(buf, s->ahead + s->ahead_off, k);
+  s->ahead_off += k;
+  return (int)k;
 }
 
 static long fd_recv(void *ud, void *buf, size_t n) {
