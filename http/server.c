@@ -27,7 +27,7 @@ enum {
   READ_RESERVE = 8 * 1024,    /* free input space kept for a body's chunk lines */
   STREAM_PIECE = 64 * 1024,   /* a streamed body is handed over in pieces up to this */
   DEFAULT_HEADER_MS = 10000, DEFAULT_IDLE_MS = 15000, DEFAULT_BODY_MS = 30000,
-  DEFAULT_MAX_CONNS = 1024, DEFAULT_GZIP_MAX = 1024 * 1024,
+  DEFAULT_MAX_CONNS = 1024, DEFAULT_GZIP_MAX = 8 * 1024 * 1024,
   DEFAULT_MAX_UPLOAD = 1 << 30,
   QUEUE_LOWAT = 64 * 1024     /* a page is told to go on writing below this */
 };
@@ -173,7 +173,7 @@ static void next_request(rm_http_exchange *x) {
 
 void rm__http_done(rm_http_exchange *x) {
   access_log(x);
-  if (x->fd >= 0) { close(x->fd); x->fd = -1; }
+  rm__http_static_end(x);
   if (x->lazy && !x->complete) x->must_close = 1;   /* the rest of its body is in the way */
   if (x->must_close || rm_conn_is_broken(x->conn)) {
     /* The client asked to close after a request read whole, with nothing
@@ -521,7 +521,7 @@ static rm_http_exchange *exchange_new(rm_http_server *s) {
 
 /* Keeps x for a later connection (up to SPARE_CONNS), or frees it. */
 static void exchange_release(rm_http_server *s, rm_http_exchange *x) {
-  if (x->fd >= 0) close(x->fd);
+  rm__http_static_end(x);
   if (x->body) rm_loop_free_mem(s->loop, x->body, x->body_cap);
   x->body = NULL;
   rm_timer_stop(x->timer);

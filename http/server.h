@@ -66,6 +66,7 @@ struct rm_http_exchange {
   int head_armed;                 /* the timer is set for that head's deadline */
   uint64_t sent;                  /* body bytes, for the access log */
   int fd;                         /* a static file being sent */
+  struct z_stream_s *gz;          /* ... compressed on the fly (static.c) */
   uint64_t off, end;
   void *data;                     /* the handler's (rm_http_x_data) */
   /* Last: a record reused for a new connection is cleared up to here only
@@ -81,6 +82,8 @@ int rm__http_map(rm_http_server *s, const char *path, char *out, size_t cap, str
 void rm__http_map_free(rm_http_server *s);
 /* A static file (x->file, stat st) for GET/HEAD. */
 void rm__http_static(rm_http_exchange *x, const struct stat *st);
+/* Closes x's file and ends its compression, if any. */
+void rm__http_static_end(rm_http_exchange *x);
 /* Sends more of x's file when the connection can take it. */
 void rm__http_static_more(rm_http_exchange *x);
 /* Queues a head with the server's own fields, then body bytes (one writev). */

@@ -8,7 +8,10 @@
  * no filter; under TLS the bytes must pass through the filter, so they are
  * read and queued in slices, as the queue drains. Compression: a precompressed ".gz"
  * sibling when there is one, else deflate on the fly for text-like types up
- * to gzip_max bytes, whenever the client accepts gzip and asked for no range.
+ * to gzip_max bytes, whenever the client accepts gzip and asked for no range:
+ * a small file at once, a larger one a few slices per loop turn as the
+ * connection takes it, in chunks, so compressing never holds the dispatcher
+ * for more than about a millisecond (nginx's gzip filter works the same way).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +28,9 @@ enum {
   FILTER_QUEUE = 256 * 1024,    /* how much of a file a filtered connection holds queued */
   SENDFILE_STEP = 1024 * 1024,  /* one sendfile call at most, so other connections get turns */
   GZIP_MIN = 256,               /* smaller files do not gain from compression */
+  GZIP_WHOLE = 32 * 1024,       /* compressed at once up to this; larger ones stream */
+  GZIP_SLICE = 16 * 1024,       /* a streamed file is read and deflated this much at a time ... */
+  GZIP_TURN = 4,                /* ... and this many slices per loop turn */
   /* Sent with the head: a head is at most 2 KiB, so both fit one TLS record
    * (16 KiB of plaintext) and the file costs one record to seal, not two. */
   SMALL_BODY = 14 * 1024
@@ -137,6 +143,63 @@ fail:
   return NULL;
 }
 
+static int gzip_begin(rm_http_exchange *x) {
+  z_stream *z = calloc(1, sizeof *z);
+  if (!z || deflateInit2(z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+    free(z);
+    return -1;
+  }
+  x->gz = z;
+  return 0;
+}
+
+/* A few slices of the file through deflate into chunks: 1 when the last
+ * chunk is queued, 0 to come back, -1 on failure. */
+static int send_gzip(rm_http_exchange *x) {
+  char in[GZIP_SLICE], out[GZIP_SLICE];
+  z_stream *z = x->gz;
+  for (int k = 0; k < GZIP_TURN && rm_conn_queued(x->conn) < FILTER_QUEUE; k++) {
+    size_t step = x->end - x->off < GZIP_SLICE ? (size_t)(x->end - x->off) : GZIP_SLICE;
+    ssize_t r = step ? pread(x->fd, in, step, (off_t)x->off) : 0;
+    if (r != (ssize_t)step) return -1;   /* the file shrank */
+    x->off += step;
+    z->next_in = (Bytef *)in;
+    z->avail_in = (uInt)step;
+    int rc;
+    do {
+      z->next_out = (Bytef *)out;
+      z->avail_out = sizeof out;
+      rc = deflate(z, x->off == x->end ? Z_FINISH : Z_NO_FLUSH);
+      size_t have = sizeof out - z->avail_out;
+      if (have && rm_http_x_write(x, out, have) != RM_OK) return -1;
+    } while (z->avail_out == 0);
+    if (rc == Z_STREAM_END)
+      return rm_conn_write(x->conn, RM_HTTP_LAST_CHUNK, sizeof RM_HTTP_LAST_CHUNK - 1) == RM_OK ? 1 : -1;
+  }
+  return 0;
+}
+
+/* Streams the file compressed, in chunks: 0, or -1 when it cannot. */
+static int send_gzip_stream(rm_http_exchange *x, const rm_http_header *f, size_t n, uint64_t size) {
+  if (!x->is_head && gzip_begin(x) != 0) return -1;
+  x->state = RM__ST_FILE;
+  x->off = 0;
+  x->end = x->is_head ? 0 : size;
+  if (rm__http_send_head(x, 200, f, n, RM_HTTP_FRAME_CHUNKED, 0, NULL, 0) != RM_OK) x->must_close = 1;
+  rm__http_static_more(x);   /* a head that failed fails the first chunk too */
+  return 0;
+}
+
+void rm__http_static_end(rm_http_exchange *x) {
+  if (x->fd >= 0) close(x->fd);
+  x->fd = -1;
+  if (x->gz) {
+    deflateEnd(x->gz);
+    free(x->gz);
+    x->gz = NULL;
+  }
+}
+
 /* A ".gz" sibling at least as new as the file: its fd, or -1. */
 static int gz_sibling(rm_http_exchange *x, const struct stat *st, struct stat *gst) {
   char gz[RM__HTTP_PATH_MAX + 4];
@@ -200,6 +263,9 @@ void rm__http_static(rm_http_exchange *x, const struct stat *st) {
     if (gz >= 0) {
       size = (uint64_t)gst.st_size;
       last = size - 1;
+    } else if (size > GZIP_WHOLE) {
+      if (rm_http_parser_request(x->parser)->minor == 1 && send_gzip_stream(x, f, n, size) == 0) return;
+      n--;   /* HTTP/1.0 has no chunks (or no memory): send it as it is */
     } else {
       size_t zlen;
       char *z = gzip_file(x->fd, (size_t)size, &zlen);
@@ -259,8 +325,11 @@ static int send_filtered(rm_http_exchange *x) {
 
 void rm__http_static_more(rm_http_exchange *x) {
   int filtered = rm_conn_filter_state(x->conn) != NULL;
-  int rc = filtered ? send_filtered(x) : send_plain(x);
-  if (rc == 0) { rm_conn_want_write(x->conn, !filtered); return; }   /* on_writable brings us back */
+  int rc = x->gz ? send_gzip(x) : filtered ? send_filtered(x) : send_plain(x);
+  if (rc == 0) {   /* on_writable brings us back: readiness, or the queue's drain */
+    rm_conn_want_write(x->conn, !filtered || x->gz != NULL);
+    return;
+  }
   rm_conn_want_write(x->conn, 0);
   if (rc < 0) x->must_close = 1;
   rm__http_done(x);

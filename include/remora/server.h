@@ -49,7 +49,7 @@ typedef struct rm_http_server_config {
   unsigned body_timeout_ms;   /* silence while a body arrives: 30 s */
   uint64_t max_upload;        /* a body a page streams (rawrdr), past max_body: 1 GiB */
   int max_conns;              /* open connections; more are answered 503: 1024 */
-  size_t gzip_max;            /* compress files up to this size on the fly: 1 MiB (0 default) */
+  size_t gzip_max;            /* compress files up to this size on the fly: 8 MiB (0 default) */
   int no_gzip;                /* never compress on the fly */
   FILE *access_log;           /* Common Log Format lines, or NULL */
   int secure;                 /* connections are TLS (set by on_accept's owner) */

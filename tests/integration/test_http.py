@@ -172,7 +172,8 @@ def main():
     from lib import case, check, done
 
     big = os.urandom(5 * 1024 * 1024 + 123)
-    files = dict(SITE, **{"big.bin": big, "pre.txt.gz": gzip.compress(b"gzip version\n")})
+    text = "".join("line %d of a long text file, %s\n" % (i, "abc" * (i % 7)) for i in range(40000)).encode()
+    files = dict(SITE, **{"big.bin": big, "pre.txt.gz": gzip.compress(b"gzip version\n"), "long.txt": text})
     root = make_site(files)
     os.symlink("/etc", os.path.join(root, "etc-link"))
     os.symlink("/etc/hostname", os.path.join(root, "host-link.txt"))
@@ -261,6 +262,24 @@ def main():
         check(r.header("content-encoding") is None and r.body == SITE["text.txt"].encode(), "identity")
         r = get(port, "/pre.txt", {"Accept-Encoding": "gzip, deflate"})
         check(r.header("content-encoding") == "gzip" and gzip.decompress(r.body) == b"gzip version\n", "sibling")
+
+    @case
+    def a_large_text_file_is_compressed_in_streamed_chunks():
+        c = Conn(port)   # keep-alive: the connection goes on after the last chunk
+        for _ in range(2):
+            r = c.request("GET", "/long.txt", headers={"Accept-Encoding": "gzip"})
+            check(r.header("content-encoding") == "gzip" and r.header("transfer-encoding") == "chunked"
+                  and r.header("content-length") is None, r.headers)
+            check(gzip.decompress(r.body) == text and len(r.body) < len(text) // 4, "deflated whole")
+        r = c.request("HEAD", "/long.txt", headers={"Accept-Encoding": "gzip"})
+        check(r.status == 200 and r.body == b"" and r.header("content-encoding") == "gzip", r.headers)
+        check(c.request("GET", "/a.txt").body == b"alpha\n", "the connection goes on")
+        c.close()
+        c = Conn(port)
+        c.send("GET /long.txt HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n")
+        r = c.read_response()
+        check(r.header("content-encoding") is None and r.body == text, "HTTP/1.0 has no chunks: identity")
+        c.close()
 
     @case
     def directories_index_and_redirect():
@@ -362,6 +381,9 @@ def main():
         out = subprocess.run(["curl", "-s", "--cacert", cert, "https://localhost:%d/big.bin" % tls_port,
                               "--max-time", "30"], capture_output=True, timeout=40)
         check(hashlib.sha256(out.stdout).digest() == hashlib.sha256(big).digest(), "big file over TLS")
+        out = subprocess.run(["curl", "-s", "--compressed", "--cacert", cert, "https://localhost:%d/long.txt" % tls_port,
+                              "--max-time", "30"], capture_output=True, timeout=40)
+        check(out.stdout == text, "a large text file compressed on the fly over TLS")
         out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_version}", "--cacert", cert,
                               "https://localhost:%d/a.txt" % tls_port], capture_output=True, timeout=30)
         check(out.stdout == b"1.1", out.stdout)
