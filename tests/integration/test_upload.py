@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 
-from lib import case, check, done
+from lib import case, check, done, recv_all
 from test_http import Conn, make_site, remove_site, serve
 
 MAX_BODY = 1000000
@@ -96,12 +96,7 @@ def main():
             time.sleep(0.1)
         check("cut page: got 500 then timeout" in srv.log(), srv.log()[-400:])
         check("request body timed out" in srv.log(), "logged")
-        got = b""
-        while True:
-            d = s.recv(4096)
-            if not d:
-                break
-            got += d
+        got = recv_all(s)
         check(got.startswith(b"HTTP/1.1 200") and b"Connection: close" in got, got[:200])
         s.close()
 
@@ -120,12 +115,7 @@ def main():
         s.sendall(b"POST /raw.lsp HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123")
         time.sleep(0.2)
         s.sendall(b"456789")
-        got = b""
-        while True:
-            d = s.recv(4096)
-            if not d:
-                break
-            got += d
+        got = recv_all(s)
         check(got.endswith(b"\r\n\r\n0123456789"), got)
         s.close()
 
