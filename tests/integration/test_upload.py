@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 
-from lib import case, check, done, recv_all
+from lib import case, check, done, free_port, recv_all
 from test_http import Conn, make_site, remove_site, serve
 
 MAX_BODY = 1000000
@@ -32,7 +32,9 @@ SITE = {
 def main():
     root = make_site(SITE)
     out = os.path.join(root, "out.bin")
-    srv = serve(root, "--max-body", str(MAX_BODY), "--max-upload", "100000000", "--body-timeout", "700")
+    tls_port = free_port()
+    srv = serve(root, "--max-body", str(MAX_BODY), "--max-upload", "100000000", "--body-timeout", "700",
+                "--state", os.path.join(root, ".state"), tls_port=tls_port)
     srv.__enter__()
     port = srv.port
 
@@ -60,6 +62,16 @@ def main():
         print("# 2 x 50 MB streamed through rawrdr: RSS grew %d KiB" % grew)
         if not os.environ.get("REMORA_SANITIZER"):   # ASan's quarantine keeps freed memory
             check(grew < 20000, "RSS grew %d KiB for 100 MB streamed" % grew)
+
+    @case
+    def an_upload_streams_through_tls_too():
+        data = os.path.join(root, "in-tls.bin")
+        with open(data, "wb") as f:
+            f.write(os.urandom(5 * 1000 * 1000))
+        r = curl("-k", "-T", data, "https://127.0.0.1:%d/stream.lsp" % tls_port)
+        check(r.stdout.startswith(b"n=5000000 "), (r.stdout, r.stderr))
+        with open(data, "rb") as a, open(out, "rb") as b:
+            check(a.read() == b.read(), "byte-exact over TLS")
 
     @case
     def whole_body_methods_wait_for_a_late_body():
