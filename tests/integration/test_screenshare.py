@@ -321,16 +321,40 @@ if __name__ == "__main__":
 
     @case
     def disconnect_mid_frame_costs_nothing():
+        # Every viewer that vanished is let go: afterwards the server takes
+        # as many viewers at once as it allows (16 by default), each served.
         busy = display.run("xterm", "-geometry", "160x50+0+0", "-e", "sh", "-c",
                            "while :; do head -c 3000 /dev/urandom | od -x; done")
 
+        async def admitted(deadline):
+            """A viewer; a 503 is retried until deadline, since the server
+            learns of a vanished peer asynchronously (it never took long)."""
+            while True:
+                try:
+                    return await websockets.connect(ws_url(port, CONTROL), max_size=None)
+                except websockets.InvalidStatusCode as e:
+                    if e.status_code != 503 or time.monotonic() > deadline:
+                        raise
+
         async def go():
-            for _ in range(20):
+            for i in range(20):
                 ws = await websockets.connect(ws_url(port, CONTROL), max_size=None)
+                if i % 2:
+                    await asyncio.wait_for(ws.recv(), 5)   # reset with a frame on its way
                 ws.transport.abort()   # gone without a close frame, maybe mid-frame
-            async with websockets.connect(ws_url(port, CONTROL), max_size=None) as ws:
-                await ws.send(ping(7.0))
-                await recv_pong(ws, 7.0)
+            deadline = time.monotonic() + 5
+            viewers = [await admitted(deadline) for _ in range(16)]
+            for k, ws in enumerate(viewers):
+                await ws.send(ping(100.0 + k))
+            for k, ws in enumerate(viewers):
+                await recv_pong(ws, 100.0 + k, timeout=10)
+            try:
+                async with websockets.connect(ws_url(port, CONTROL)):
+                    check(False, "a 17th viewer was admitted")
+            except websockets.InvalidStatusCode as e:
+                check(e.status_code == 503, "a 17th viewer: %d" % e.status_code)
+            for ws in viewers:
+                await ws.close()
         try:
             asyncio.run(go())
         finally:

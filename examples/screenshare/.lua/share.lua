@@ -129,8 +129,16 @@ local function reader_loop(self, role, viewer)
       end
     end
     if viewer.pusher then viewer.pusher:close() end
-    self.count = self.count - 1
+    self:leave(viewer)
   end
+end
+
+-- A viewer is counted from its upgrade until it leaves, once, whichever
+-- way it goes.
+function M:leave(viewer)
+  if viewer.gone then return end
+  viewer.gone = true
+  self.count = self.count - 1
 end
 
 -- Serves one viewer on the request's WebSocket. When refused: false, HTTP
@@ -146,7 +154,13 @@ function M:serve(request, role, origins)
   ws:queuelen(self.queuelen)
   self.count = self.count + 1
   local viewer = {unacked = 0}
-  ws:event(reader_loop(self, role, viewer), "s")
+  -- The peer may be gone already: then no reader runs to count it out.
+  if not ws:event(reader_loop(self, role, viewer), "s") then
+    self:leave(viewer)
+    ws:close()
+    return true
+  end
+  if viewer.gone then return true end   -- the reader has ended already
   viewer.pusher = ba.socket.event(pusher_loop(self, ws, self.scr:viewer{quality = self.quality, timestamps = self.timestamps}, viewer))
   return true
 end
