@@ -71,6 +71,7 @@ typedef struct ws {
   uint32_t in_len, in_off, in_cap;
   int close_ms, peer_code;
   unsigned close_sent : 1, close_received : 1;
+  unsigned drained : 1;      /* the last read was short: the kernel had no more */
 } ws;
 
 /* ---- frames out ---- */
@@ -316,7 +317,10 @@ static int pump_k(lua_State *L, int status, lua_KContext ctx) {
   rm_sock *s = rm_sock_check(L, 1);
   int why = (int)(ctx % 2);
   long timeout = (long)(ctx / 2) - 1;   /* see pump() */
-  if (co->wake == RM_WAKE_READY) return pump(L, s, why, timeout);
+  if (co->wake == RM_WAKE_READY) {
+    ((ws *)s->ext_state)->drained = 0;   /* the loop saw bytes come */
+    return pump(L, s, why, timeout);
+  }
   if (why == PUMP_CLOSE) { rm_sock_close(s); return 0; }   /* the peer kept silent */
   if (co->wake == RM_WAKE_TIMEOUT) return rm_push_error(L, "timeout");
   if (co->wake == RM_WAKE_SHUTDOWN) return rm_push_error(L, "sysshutdown");
@@ -362,10 +366,17 @@ static int pump(lua_State *L, rm_sock *s, int why, long timeout) {
       on_peer_close(s, &ev);
       return why == PUMP_CLOSE ? 0 : push_closed(L, w);
     }
-    /* NEED_MORE: the reader took every byte, so the buffer starts over. */
+    /* NEED_MORE: the reader took every byte, so the buffer starts over.
+     * After a short read the loop is asked first: a read now would most
+     * likely fail (one system call per message in an echo). Bytes a filter
+     * holds (TLS) are not announced by the loop: they are read at once. */
     settle(w);
-    if (!w->in && !borrow(w)) return luaL_error(L, "websocket: out of memory");
-    long n = rm_conn_read(s->conn, w->in, w->in_cap);
+    long n = RM_EAGAIN;
+    if (!w->drained || rm_conn_pending(s->conn) > 0) {
+      if (!w->in && !borrow(w)) return luaL_error(L, "websocket: out of memory");
+      n = rm_conn_read(s->conn, w->in, w->in_cap);
+      w->drained = n > 0 && (uint32_t)n < w->in_cap;
+    }
     if (n > 0) {
       w->in_len = (uint32_t)n;
       if (w->ka) w->ka->heard_at = rm_loop_now(s->rt->loop);
