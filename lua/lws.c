@@ -55,10 +55,9 @@ typedef struct keepalive {
   long ping_ms, timeout_ms;  /* timeout_ms 0: never close */
 } keepalive;
 
+/* Every connection has one, idle or not: it is kept to 96 bytes (64-bit),
+ * with the codec's configuration as its few fields (see config). */
 typedef struct ws {
-  /* The reader's. With permessage-deflate, cfg.deflate is an allocation of
-   * its own, so that every connection's record stays at 136 bytes (64-bit). */
-  rm_ws_config cfg;
   rm_ws_reader *rd;          /* while reading a frame or a message, else NULL */
   /* With permessage-deflate: made by the first message sent (zlib's state
    * is about 300 KB), and let go after each one when this side compresses
@@ -68,15 +67,27 @@ typedef struct ws {
   char *names;               /* "subprotocol\0extensions\0" as agreed, NULL when both are empty */
   spare *spare;
   uint8_t *in;               /* bytes read, [in_off, in_len) not yet passed to the reader */
+  rm_ws_deflate_params *deflate;   /* as agreed (an allocation of its own), or NULL */
+  uint64_t max_frame, max_message;
   uint32_t in_len, in_off, in_cap;
   int close_ms, peer_code;
-  unsigned close_sent : 1, close_received : 1;
+  unsigned char level;       /* zlib's compression level, 0: its default */
+  unsigned is_server : 1, fragment : 1, close_sent : 1, close_received : 1;
   unsigned drained : 1;      /* the last read was short: the kernel had no more */
 } ws;
 
+/* The codec's configuration, for a reader or a compressor being made (they
+ * copy it). */
+static rm_ws_config config(const ws *w) {
+  rm_ws_config c = {.is_server = w->is_server, .fragment_mode = w->fragment, .deflate = w->deflate,
+                    .max_frame = w->max_frame, .max_message = w->max_message, .deflate_level = w->level};
+  c.alloc = rm_loop_allocator(w->spare->loop, &c.alloc_ud);
+  return c;
+}
+
 /* ---- frames out ---- */
 
-static int is_client(const ws *w) { return !w->cfg.is_server; }
+static int is_client(const ws *w) { return !w->is_server; }
 
 /* A control frame goes straight into the queue (not through the FIFO of
  * writers): control frames may be sent between the frames of messages. */
@@ -112,9 +123,9 @@ static int push_frame(lua_State *L, ws *w, int text) {
   size_t plen;
   const uint8_t *msg = (const uint8_t *)lua_tolstring(L, 2, &plen), *pay = msg;
   int flags = RM_WS_FIN;
-  const rm_ws_config *cfg = &w->cfg;
-  if (cfg->deflate) {
-    if (!w->zd && !(w->zd = rm_ws_deflater_new(cfg))) return RM_ENOMEM;
+  if (w->deflate) {
+    rm_ws_config cfg = config(w);
+    if (!w->zd && !(w->zd = rm_ws_deflater_new(&cfg))) return RM_ENOMEM;
     int rc = rm_ws_deflate(w->zd, msg, plen, 1, &pay, &plen);
     if (rc < 0) return rc;
     flags |= RM_WS_RSV1;
@@ -136,7 +147,7 @@ static int push_frame(lua_State *L, ws *w, int text) {
     lua_pushvalue(L, 2);
   }
   lua_remove(L, 2);
-  if (w->zd && (is_client(w) ? cfg->deflate->client_no_context_takeover : cfg->deflate->server_no_context_takeover)) {
+  if (w->zd && (is_client(w) ? w->deflate->client_no_context_takeover : w->deflate->server_no_context_takeover)) {
     rm_ws_deflater_free(w->zd);   /* its output is copied into the frame */
     w->zd = NULL;
   }
@@ -224,8 +235,9 @@ static int borrow(ws *w) {
 /* A reader for w: the spare one, reset, or a new one. */
 static int borrow_reader(ws *w) {
   spare *p = w->spare;
-  if (p->rd) rm_ws_reader_reset(p->rd, &w->cfg);
-  w->rd = p->rd ? p->rd : rm_ws_reader_new(&w->cfg);
+  rm_ws_config cfg = config(w);
+  if (p->rd) rm_ws_reader_reset(p->rd, &cfg);
+  w->rd = p->rd ? p->rd : rm_ws_reader_new(&cfg);
   p->rd = NULL;
   return w->rd != NULL;
 }
@@ -458,7 +470,7 @@ static void ws_free(rm_loop *loop, ws *w) {
   }
   rm_ws_reader_free(w->rd);
   rm_ws_deflater_free(w->zd);
-  if (w->cfg.deflate) rm_loop_free_mem(loop, (void *)w->cfg.deflate, sizeof *w->cfg.deflate);
+  if (w->deflate) rm_loop_free_mem(loop, w->deflate, sizeof *w->deflate);
   if (w->in) rm_loop_free_mem(loop, w->in, w->in_cap);
   rm_loop_free_mem(loop, w, sizeof *w);
 }
@@ -496,8 +508,8 @@ int rm_ws_info(lua_State *L) {
   const char *proto = w->names ? w->names : "", *ext = proto + strlen(proto) + (w->names != NULL);
   if (*proto) { lua_pushstring(L, proto); lua_setfield(L, -2, "protocol"); }
   if (*ext) { lua_pushstring(L, ext); lua_setfield(L, -2, "extensions"); }
-  lua_pushboolean(L, w->cfg.deflate != NULL); lua_setfield(L, -2, "deflate");
-  lua_pushboolean(L, w->cfg.is_server); lua_setfield(L, -2, "server");
+  lua_pushboolean(L, w->deflate != NULL); lua_setfield(L, -2, "deflate");
+  lua_pushboolean(L, w->is_server); lua_setfield(L, -2, "server");
   return 1;
 }
 
@@ -620,14 +632,13 @@ static int attach(lua_State *L, rm_sock *s, int server, int opts, const rm_ws_de
   memset(w, 0, sizeof *w);
   w->spare = sp;
   w->close_ms = close_ms > INT_MAX ? INT_MAX : close_ms < 0 ? 0 : (int)close_ms;
-  w->cfg = (rm_ws_config){.is_server = server, .fragment_mode = opt_bool(L, opts, "fragment", 0),
-                          .max_frame = (uint64_t)max_frame, .max_message = (uint64_t)max_message,
-                          .deflate_level = (int)level};
-  w->cfg.alloc = rm_loop_allocator(loop, &w->cfg.alloc_ud);
-  rm_ws_deflate_params *dp = agreed ? rm_loop_alloc(loop, sizeof *dp) : NULL;
-  if (dp) *dp = *agreed;
-  w->cfg.deflate = dp;
-  if ((agreed && !dp) || !set_names(loop, w, protocol ? protocol : "", extensions ? extensions : "")) {
+  w->is_server = server != 0;
+  w->fragment = opt_bool(L, opts, "fragment", 0) != 0;
+  w->max_frame = (uint64_t)max_frame;
+  w->max_message = (uint64_t)max_message;
+  w->level = (unsigned char)level;
+  if (agreed && (w->deflate = rm_loop_alloc(loop, sizeof *w->deflate)) != NULL) *w->deflate = *agreed;
+  if ((agreed && !w->deflate) || !set_names(loop, w, protocol ? protocol : "", extensions ? extensions : "")) {
     ws_free(loop, w);
     return luaL_error(L, "out of memory");
   }
