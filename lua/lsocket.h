@@ -27,24 +27,25 @@ typedef struct rm_sock_ext {
 struct rm_sock {
   rm_rt *rt;
   unsigned char kind, mode; /* mode: 0, 'r' (asynchronous) or 's' (cosocket) */
+  unsigned char npending;   /* accepted connections in pending[] */
   unsigned udp_connected : 1, ipv6 : 1, disabled : 1;
   unsigned halfclose : 1;   /* setoption("halfclose"): end of stream leaves writing open */
   unsigned close_pending : 1;   /* see xusers */
+  short connect_err;        /* an RM_E* code */
+  /* Worker threads (lblocking.c): how many wait on the fd now (a close is
+   * deferred until they are gone: close_pending), and the queue size the
+   * dispatcher last saw, which workers read under the Lua lock. */
+  unsigned short xusers;
+  size_t xqueued;
   int fd;                   /* UDP */
+  int anchor;               /* registry reference while owned */
+  int pending[RM_PENDING_MAX];
   rm_conn *conn;
   rm_listener *lst;
   rm_co *owner;             /* the coroutine bound by event() */
   rm_co *reader;            /* waiting in read() or accept() */
   rm_co *wq_head, *wq_tail; /* writers waiting, FIFO */
   size_t queuelen;
-  int anchor;               /* registry reference while owned */
-  int npending, pending[RM_PENDING_MAX];
-  int connect_err;
-  /* Worker threads (lblocking.c): how many wait on the fd now (a close is
-   * deferred until they are gone: close_pending), and the queue size the
-   * dispatcher last saw, which workers read under the Lua lock. */
-  int xusers;
-  size_t xqueued;
   rm_resolve *resolve;      /* connect in progress */
   const rm_sock_ext *ext;   /* a protocol on top (WebSocket), or NULL */
   void *ext_state;
