@@ -233,12 +233,13 @@ def start_novnc(d, tmp):
         for sub in ("core", "vendor"):
             os.symlink("/usr/share/novnc/" + sub, os.path.join(web, sub))
         shutil.copy(os.path.join(HERE, "novnc.html"), os.path.join(web, "bench.html"))
-    vnc, ws = free_port(), free_port()
+    vnc = free_port()
     x11vnc = ["x11vnc", "-display", d.name, "-rfbport", str(vnc), "-localhost", "-nopw", "-forever", "-shared",
               "-quiet"]
-    wsify = ["websockify", "--web", web, str(ws), "127.0.0.1:%d" % vnc]
     a = subprocess.Popen(x11vnc, env=d.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(vnc)
+    ws = free_port()   # only now: picked before x11vnc took its port, it could be the same one
+    wsify = ["websockify", "--web", web, "127.0.0.1:%d" % ws, "127.0.0.1:%d" % vnc]
     b = subprocess.Popen(wsify, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(ws)
     return [a, b], "http://127.0.0.1:%d/bench.html" % ws, command(x11vnc) + " & " + command(wsify)
