@@ -542,6 +542,10 @@ static void on_keepalive(rm_timer *t, void *ud) {
   rm_sock *s = ud;
   rm_rt *rt = s->rt;
   rm_rt_enter(rt);
+  if (s->kind != RM_SK_TCP) {   /* the connection left without a close (sock2req): not restarted */
+    rm_rt_leave(rt);
+    return;
+  }
   keepalive *ka = ((ws *)s->ext_state)->ka;
   uint64_t now = rm_loop_now(rt->loop), next;
   if (ka->ping_at && answered(s, ka, now)) ka->ping_at = 0;
