@@ -578,6 +578,12 @@ static void test_small_change_is_indexed(void)
   CHECK_EQ(m.count[RM_SCREEN_INDEXED], 1);
   CHECK(p->pay && p->pay[0] == 0); /* the same two colours as before */
   CHECK_EQ(model_diff(&m, 0, 0, SW, SH), 0);
+  for (int y = 0; y < 40; y += 2) fill(canvas, 450, 330 + y, 40, 1, 0x000000); /* stripes deflate well */
+  settle();
+  CHECK_EQ(frame(v, &m, &len), 1);
+  CHECK_EQ(m.count[RM_SCREEN_INDEXED_Z], 1);
+  CHECK(len < 40);
+  CHECK_EQ(model_diff(&m, 0, 0, SW, SH), 0);
   rm_screen_viewer_free(v);
   free(m.px);
 }
