@@ -68,6 +68,39 @@ static int udp_read(lua_State *L, rm_sock *s, uint64_t deadline) {
   }
 }
 
+/* On the dispatcher: one read through the socket's filter (TLS), which only
+ * the dispatcher may drive: the data, or a number: 0 when nothing came yet,
+ * else the error (RM_ECLOSED at the end of the stream). */
+static int filtered_try(lua_State *L) {
+  rm_sock *s = rm_sock_check(L, 1);
+  char buf[READ_CHUNK];
+  long n = s->kind == RM_SK_TCP ? rm_conn_read(s->conn, buf, sizeof buf) : RM_ECLOSED;
+  if (n > 0) lua_pushlstring(L, buf, (size_t)n);
+  else lua_pushinteger(L, n == RM_EAGAIN ? 0 : n == 0 ? RM_ECLOSED : n);
+  return 1;
+}
+
+/* A TLS socket on a worker: each try is delegated to the dispatcher (the
+ * filter may also hold decrypted bytes the socket no longer reports); in
+ * between, the worker waits for the raw socket with the lock released. */
+static int filtered_read(lua_State *L, rm_sock *s, uint64_t deadline) {
+  int fd = rm_conn_fd(s->conn);
+  const char *err = NULL;
+  s->xusers++;
+  for (;;) {
+    lua_pushvalue(L, 1);
+    rm_rt_delegate_n(L, filtered_try, 1);
+    if (lua_type(L, -1) == LUA_TSTRING) break;
+    lua_Integer code = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (code) { err = code == RM_ECLOSED ? "socketclosed" : "socketreadfailed"; break; }
+    int w = wait_fd(s->rt, s, fd, POLLIN, deadline);
+    if (w != W_READY) { err = wait_error(w); break; }
+  }
+  release(L, s, err && strcmp(err, "timeout") != 0 && strcmp(err, "sysshutdown") != 0);
+  return err ? rm_push_error(L, err) : 1;   /* the data is on top */
+}
+
 int rm_sock_worker_read(lua_State *L, rm_sock *s) {
   lua_Integer ms = luaL_optinteger(L, 2, -1);
   uint64_t deadline = ms >= 0 ? now_ms() + (uint64_t)ms : 0;
@@ -75,7 +108,7 @@ int rm_sock_worker_read(lua_State *L, rm_sock *s) {
   if (s->kind == RM_SK_LISTEN) return luaL_error(L, "read: a listening socket accepts, it does not read");
   if (s->kind != RM_SK_TCP || s->close_pending) return rm_push_error(L, "socketclosed");
   if (s->reader) return luaL_error(L, "read: a coroutine is already reading this socket");
-  if (rm_conn_filter_state(s->conn)) return luaL_error(L, "read: TLS sockets are read by coroutines, not worker threads");
+  if (rm_conn_filter_state(s->conn)) return filtered_read(L, s, deadline);
   char buf[READ_CHUNK];
   int fd = rm_conn_fd(s->conn);
   const char *err = NULL;

@@ -345,6 +345,9 @@ static void stop_servers(runner *r) {
   for (int i = 0; i < MAX_LISTENERS; i++)
     if (r->servers[i]) rm_http_server_free(r->servers[i]);
   rm_lua_lock(r->lua);
+  /* Pages on the pool may still be running: they end (and their answers'
+   * ends run on the loop) before the apps they belong to go. */
+  rm_thread_shutdown((rm_rt *)r->lua);
   for (int i = 0; i < MAX_APPS; i++)
     if (r->apps[i]) rm_app_free(r->apps[i]);
   rm_lua_unlock(r->lua);

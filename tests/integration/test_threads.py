@@ -247,4 +247,31 @@ def busy_job_does_not_starve_the_dispatcher():
     check(code == 0 and m and int(m.group(1)) >= 10, out)
 
 
+@case
+def a_worker_reads_a_tls_socket():
+    import ssl
+    from test_http import make_site, remove_site, serve
+    page = ("<?lsp local s = ba.socket.req2sock(request, true) local got = ''"
+            " while #got < 12 do local d, e = s:read(5000) if not d then got = got .. ' ' .. e break end got = got .. d end"
+            " s:write('HTTP/1.1 200 OK\\r\\nContent-Length: ' .. #got .. '\\r\\nConnection: close\\r\\n\\r\\n' .. got)"
+            " s:close() ?>")
+    root = make_site({"tls.lsp": page})
+    tls_port = free_port()
+    with serve(root, "--pages-on-pool", "--threads", "2", "--state", os.path.join(root, ".state"),
+               tls_port=tls_port) as srv:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        for _ in range(3):
+            with ctx.wrap_socket(socket.create_connection(("127.0.0.1", tls_port), timeout=10)) as s:
+                s.sendall(b"GET /tls.lsp HTTP/1.1\r\nHost: x\r\n\r\n")
+                time.sleep(0.1)   # the worker waits in read for the rest
+                s.sendall(b"hello ")
+                time.sleep(0.1)
+                s.sendall(b"worker")
+                got = recv_all(s)
+            check(got.endswith(b"\r\n\r\nhello worker"), got)
+        check("worker threads" not in srv.log(), srv.log()[-300:])
+    remove_site(root)
+
+
 done()
