@@ -424,9 +424,8 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
 /* ba.socket.connect(host, port [, {timeout=, ipv6=, shark=, alpn=}]): the
  * timeout covers the TLS handshake too. */
 static int sock_connect(lua_State *L) {
-  if (!rm_loop_on_thread(rm_rt_get(L)->loop)) {
-    if (rm__sock_tls_wanted(L, 3))   /* never fall back to plain text */
-      return luaL_error(L, "ba.socket.connect: TLS connections are made in coroutines, not worker threads");
+  if (!rm_loop_on_thread(rm_rt_get(L)->loop)) {   /* a worker: TLS is handshaken by a dispatcher coroutine */
+    if (rm__sock_tls_wanted(L, 3)) return rm_rt_delegate_co(L, sock_connect, lua_gettop(L));
     return rm_sock_worker_connect(L);
   }
   const char *host = luaL_checkstring(L, 1);

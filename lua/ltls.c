@@ -572,7 +572,7 @@ static int sock_upgrade(lua_State *L) {
   const char *alpn = luaL_optstring(L, 3, NULL), *host = luaL_optstring(L, 4, NULL);
   if (s->kind != RM_SK_TCP) return rm_push_error(L, "socketclosed");
   if (s->ext) return rm_push_error(L, "incorrectuse");
-  if (!rm_loop_on_thread(s->rt->loop)) return luaL_error(L, "upgrade: TLS runs in coroutines, not worker threads");
+  if (!rm_loop_on_thread(s->rt->loop)) return rm_rt_delegate_co(L, sock_upgrade, lua_gettop(L));   /* a worker */
   rm_sock_waiter(L, "upgrade");
   rm_tls_config *cfg = ssl_config(L, 2, ssl->server, alpn, NULL);
   int err = cfg ? attach(s, cfg, host, ssl->hs_timeout) : RM_EINVAL;

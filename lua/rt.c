@@ -235,6 +235,86 @@ int rm_rt_delegate_n(lua_State *L, lua_CFunction f, int nargs) {
 
 int rm_rt_delegate(lua_State *L, lua_CFunction f) { return rm_rt_delegate_n(L, f, lua_gettop(L)); }
 
+/* rm_rt_delegate_co: f runs as a coroutine on the dispatcher, which may
+ * suspend; its results wait in a registry table for the worker. */
+typedef struct co_call {
+  lua_State *L;          /* the worker's, holding f's arguments until the start */
+  lua_CFunction f;
+  int nargs, status, ref, done;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+} co_call;
+
+static int co_call_k(lua_State *L, int status, lua_KContext ctx) {
+  co_call *c = (co_call *)ctx;
+  int n = lua_gettop(L);   /* f's results, or its error */
+  c->status = status == LUA_YIELD ? LUA_OK : status;
+  lua_createtable(L, n, 1);
+  lua_insert(L, 1);
+  for (int i = n; i >= 1; i--) lua_rawseti(L, 1, i);
+  lua_pushinteger(L, n);
+  lua_setfield(L, 1, "n");
+  c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+static int co_call_body(lua_State *L) {
+  co_call *c = lua_touserdata(L, lua_upvalueindex(1));
+  lua_pushcfunction(L, c->f);
+  lua_insert(L, 1);
+  return co_call_k(L, lua_pcallk(L, lua_gettop(L) - 1, LUA_MULTRET, 0, (lua_KContext)c, co_call_k),
+                   (lua_KContext)c);
+}
+
+/* The coroutine ended (or was killed before its results): the worker goes on. */
+static void co_call_done(rm_co *co, int result) {
+  co_call *c = co->data;
+  pthread_mutex_lock(&c->mu);
+  c->done = 1;
+  pthread_cond_signal(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+static void co_call_start(rm_rt *rt, void *ud) {
+  co_call *c = ud;
+  lua_pushlightuserdata(c->L, c);
+  lua_pushcclosure(c->L, co_call_body, 1);
+  lua_insert(c->L, -(c->nargs + 1));
+  rm_co *co = rm_co_new(rt, c->L, c->nargs, NULL, 0);
+  co->data = c;
+  co->on_done = co_call_done;
+  rm_co_run(co);
+}
+
+int rm_rt_delegate_co(lua_State *L, lua_CFunction f, int nargs) {
+  rm_rt *rt = rm_rt_get(L);
+  co_call c = {.L = L, .f = f, .nargs = nargs, .status = LUA_OK, .ref = LUA_NOREF};
+  pthread_mutex_init(&c.mu, NULL);
+  pthread_cond_init(&c.cv, NULL);
+  int rc = rm_rt_on_loop_wait(rt, co_call_start, &c);
+  if (rc == RM_OK) {
+    rm_rt_leave(rt);
+    pthread_mutex_lock(&c.mu);
+    while (!c.done) pthread_cond_wait(&c.cv, &c.mu);   /* shutdown ends the coroutine too */
+    pthread_mutex_unlock(&c.mu);
+    rm_rt_enter(rt);
+  }
+  pthread_mutex_destroy(&c.mu);
+  pthread_cond_destroy(&c.cv);
+  if (rc != RM_OK) return luaL_error(L, "out of memory");
+  if (c.ref == LUA_NOREF) return rm_push_error(L, "sysshutdown");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c.ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c.ref);
+  lua_getfield(L, -1, "n");
+  int n = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  luaL_checkstack(L, n, "results");
+  for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+  lua_remove(L, -(n + 1));
+  if (c.status != LUA_OK) return lua_error(L);
+  return n;
+}
+
 void rm_rt_pause(rm_rt *rt, long ms) {
   struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
   rm_rt_leave(rt);

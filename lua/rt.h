@@ -132,6 +132,10 @@ int rm_rt_on_loop_wait(rm_rt *rt, void (*fn)(rm_rt *rt, void *ud), void *ud);
  * change: the function runs there exactly as if called there. */
 int rm_rt_delegate(lua_State *L, lua_CFunction f);
 int rm_rt_delegate_n(lua_State *L, lua_CFunction f, int nargs);   /* the top nargs values */
+/* The same for a function that may suspend (a TLS handshake): f runs with
+ * the top nargs values as a coroutine of its own on the dispatcher, and the
+ * worker waits, the Lua lock released, until it has ended. */
+int rm_rt_delegate_co(lua_State *L, lua_CFunction f, int nargs);
 #define RM_ON_LOOP(L, rt, f) \
   do { if (!rm_loop_on_thread((rt)->loop)) return rm_rt_delegate((L), (f)); } while (0)
 /* A worker waits ms (the Lua lock released). */

@@ -112,6 +112,36 @@ def client_verifies_openssl_server_with_alpn_and_refuses_wrong_ca():
         check("optout\ttrue\tfalse" in out, out)
 
 
+WORKER_CLIENT = PRELUDE + """
+local port = tonumber(arg[1])
+ba.thread.run(function()
+  local s, err = ba.socket.connect("localhost", port, {shark = client_ssl("ca"), timeout = 5000})
+  print("worker connect", s ~= nil, err, s and s:trusted())
+  s:write("hello tls\\n")
+  print("worker echo", s:read(5000))
+  s:close()
+  local p = assert(ba.socket.connect("127.0.0.1", port, {timeout = 5000}))
+  print("worker upgrade", p:upgrade(client_ssl("ca"), nil, "localhost"))
+  p:write("abc\\n")
+  print("worker echo2", p:read(5000))
+  p:close()
+  local bad, why = ba.socket.connect("localhost", port, {shark = client_ssl("otherca"), timeout = 5000})
+  print("worker wrongca", bad, why)
+end)
+"""
+
+
+@case
+def a_worker_thread_connects_upgrades_and_reads_over_tls():
+    with SServer() as srv:
+        rc, out = run(WORKER_CLIENT, args=[srv.port], timeout=30)
+        check(rc == 0, "exit %s:\n%s" % (rc, out))
+        check("worker connect\ttrue\tnil\ttrue" in out, out)
+        check("worker echo\tslt olleh" in out, out)
+        check("worker upgrade\ttrue" in out and "worker echo2\tcba" in out, out)
+        check("worker wrongca\tnil\tsslnottrusted" in out, out)
+
+
 SERVER = PRELUDE + """
 local port = tonumber(arg[1])
 local hs_timeout = tonumber(arg[2] or "10000")
@@ -306,7 +336,7 @@ def failing_handshakes_close_only_their_connection():
 
 
 @case
-def worker_thread_tls_connect_is_refused_not_plain():
+def worker_thread_tls_connect_to_nothing_says_cannotconnect():
     script = PRELUDE + """
 local ssl = client_ssl("ca")
 ba.thread.run(function()
@@ -315,7 +345,7 @@ ba.thread.run(function()
 end)
 """
     rc, out = run(script, timeout=20)
-    check("worker\tfalse" in out and "coroutines, not worker threads" in out, out)
+    check("worker\ttrue\tnil\tcannotconnect" in out, out)
 
 
 class RecordCounter:
