@@ -48,6 +48,7 @@ typedef struct job {
   rm_screen_viewer *v;
   rm_co *co;          /* the waiting coroutine; NULL once it stopped waiting */
   int grab, state, anchor;
+  int cancelled;      /* its coroutine stopped waiting before it started: not made */
   int rc;             /* rm_screen_grab / rm_screen_frame result */
   const uint8_t *msg;
   size_t len;
@@ -303,7 +304,7 @@ static void *encoder_main(void *arg)
     if (!u->head) u->tail = NULL;
     j->state = JOB_RUNNING;
     pthread_mutex_unlock(&u->mu);
-    run_job(u->s, j);
+    if (!j->cancelled) run_job(u->s, j);
     pthread_mutex_lock(&u->mu);
     j->state = JOB_FINISHED;
     pthread_cond_broadcast(&u->cv); /* a viewer being collected may wait for it */
@@ -313,10 +314,16 @@ static void *encoder_main(void *arg)
   return NULL;
 }
 
-/* The coroutine stopped waiting (shutdown): the job finishes unheard. */
+/* The coroutine stopped waiting (its socket closed, or shutdown): the job
+ * finishes unheard, and is not even made if the encoder has not started it
+ * (a viewer that went away costs no encoding). */
 static void job_forget(rm_co *co)
 {
-  ((job *)co->wait_data)->co = NULL;
+  job *j = co->wait_data;
+  j->co = NULL;
+  pthread_mutex_lock(&j->u->mu);
+  if (j->state == JOB_QUEUED) j->cancelled = 1;
+  pthread_mutex_unlock(&j->u->mu);
 }
 
 static int frame_k(lua_State *L, int status, lua_KContext ctx)
@@ -325,7 +332,8 @@ static int frame_k(lua_State *L, int status, lua_KContext ctx)
   rm_co *co = rm_co_current(L);
   if (co && co->wake != RM_WAKE_READY) { /* the job is not done; it finishes unheard */
     luaL_pushfail(L);
-    lua_pushliteral(L, "sysshutdown");
+    if (co->wake == RM_WAKE_SHUTDOWN) lua_pushliteral(L, "sysshutdown");
+    else lua_pushliteral(L, "closed");
     return 2;
   }
   return frame_result(L, j->rc, j->msg, j->len);
@@ -343,7 +351,7 @@ static int frame_async(lua_State *L, lscreen *su, lviewer *lv, rm_co *co, int gr
   }
   if (!(j = rm_loop_alloc(loop, sizeof *j))) return -1;
   lua_pushvalue(L, 1); /* the viewer (and through it the screen) stays alive */
-  *j = (job){NULL, loop, su, lv, lv->v, co, grab, JOB_QUEUED, luaL_ref(L, LUA_REGISTRYINDEX), 0, NULL, 0};
+  *j = (job){NULL, loop, su, lv, lv->v, co, grab, JOB_QUEUED, luaL_ref(L, LUA_REGISTRYINDEX), 0, 0, NULL, 0};
   lv->su = su;
   lv->job = j;
   su->busy++;
@@ -356,7 +364,8 @@ static int frame_async(lua_State *L, lscreen *su, lviewer *lv, rm_co *co, int gr
   pthread_mutex_unlock(&su->mu);
   co->wait_data = j;
   co->on_wake = job_forget;
-  return rm_co_suspend(L, co, RM_WAIT_OTHER, NULL, -1, frame_k, (lua_KContext)j);
+  /* Waiting "on" its own socket: closing that (the peer went away) wakes it. */
+  return rm_co_suspend(L, co, RM_WAIT_OTHER, co->sock, -1, frame_k, (lua_KContext)j);
 }
 
 /* viewer:frame([grab]): with grab, first grabs what drain() saw drawn. */
