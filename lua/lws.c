@@ -55,8 +55,9 @@ typedef struct keepalive {
   long ping_ms, timeout_ms;  /* timeout_ms 0: never close */
 } keepalive;
 
-/* Every connection has one, idle or not: it is kept to 96 bytes (64-bit),
- * with the codec's configuration as its few fields (see config). */
+/* Every connection has one, idle or not: it is kept to 88 bytes (64-bit),
+ * with the codec's configuration as its few fields (see config), and no
+ * pointer to the spare (pump looks it up once per call). */
 typedef struct ws {
   rm_ws_reader *rd;          /* while reading a frame or a message, else NULL */
   /* With permessage-deflate: made by the first message sent (zlib's state
@@ -65,7 +66,6 @@ typedef struct ws {
   rm_ws_deflater *zd;
   keepalive *ka;             /* with the ping option, else NULL */
   char *names;               /* "subprotocol\0extensions\0" as agreed, NULL when both are empty */
-  spare *spare;
   uint8_t *in;               /* bytes read, [in_off, in_len) not yet passed to the reader */
   rm_ws_deflate_params *deflate;   /* as agreed (an allocation of its own), or NULL */
   uint64_t max_frame, max_message;
@@ -78,10 +78,10 @@ typedef struct ws {
 
 /* The codec's configuration, for a reader or a compressor being made (they
  * copy it). */
-static rm_ws_config config(const ws *w) {
+static rm_ws_config config(const ws *w, rm_loop *loop) {
   rm_ws_config c = {.is_server = w->is_server, .fragment_mode = w->fragment, .deflate = w->deflate,
                     .max_frame = w->max_frame, .max_message = w->max_message, .deflate_level = w->level};
-  c.alloc = rm_loop_allocator(w->spare->loop, &c.alloc_ud);
+  c.alloc = rm_loop_allocator(loop, &c.alloc_ud);
   return c;
 }
 
@@ -119,12 +119,13 @@ static void send_close(rm_sock *s, int code, const char *reason, size_t len) {
  * (compressed and masked as agreed) replace it as the strings at 2 and 3,
  * which leave in one writev. A server's plain payload is the caller's
  * string itself, never copied. */
-static int push_frame(lua_State *L, ws *w, int text) {
+static int push_frame(lua_State *L, rm_sock *s, int text) {
+  ws *w = s->ext_state;
   size_t plen;
   const uint8_t *msg = (const uint8_t *)lua_tolstring(L, 2, &plen), *pay = msg;
   int flags = RM_WS_FIN;
   if (w->deflate) {
-    rm_ws_config cfg = config(w);
+    rm_ws_config cfg = config(w, s->rt->loop);
     if (!w->zd && !(w->zd = rm_ws_deflater_new(&cfg))) return RM_ENOMEM;
     int rc = rm_ws_deflate(w->zd, msg, plen, 1, &pay, &plen);
     if (rc < 0) return rc;
@@ -177,7 +178,7 @@ static int ws_write(lua_State *L, rm_sock *s) {
     lua_pushinteger(L, (lua_Integer)q);
     return 2;
   }
-  if (push_frame(L, w, text) != RM_OK) return luaL_error(L, "websocket: cannot compress (out of memory)");
+  if (push_frame(L, s, text) != RM_OK) return luaL_error(L, "websocket: cannot compress (out of memory)");
   if (co) return rm_sock_write_frame(L, s);
   struct iovec iov[2];
   iov[0].iov_base = (void *)lua_tolstring(L, 2, &iov[0].iov_len);
@@ -223,8 +224,7 @@ static spare *get_spare(lua_State *L, rm_loop *loop) {
 }
 
 /* An empty input buffer for w: the spare, or a new one. */
-static int borrow(ws *w) {
-  spare *p = w->spare;
+static int borrow(ws *w, spare *p) {
   w->in = p->buf ? p->buf : rm_loop_alloc(p->loop, IN_SIZE);
   p->buf = NULL;
   w->in_cap = w->in ? IN_SIZE : 0;
@@ -233,9 +233,8 @@ static int borrow(ws *w) {
 }
 
 /* A reader for w: the spare one, reset, or a new one. */
-static int borrow_reader(ws *w) {
-  spare *p = w->spare;
-  rm_ws_config cfg = config(w);
+static int borrow_reader(ws *w, spare *p) {
+  rm_ws_config cfg = config(w, p->loop);
   if (p->rd) rm_ws_reader_reset(p->rd, &cfg);
   w->rd = p->rd ? p->rd : rm_ws_reader_new(&cfg);
   p->rd = NULL;
@@ -247,8 +246,7 @@ static int borrow_reader(ws *w) {
  * reader when it is idle. Each becomes the spare, or is freed when there is
  * one already (or the buffer is the odd-sized one of the bytes that
  * followed the handshake). */
-static void settle(ws *w) {
-  spare *p = w->spare;
+static void settle(ws *w, spare *p) {
   if (w->in && w->in_off == w->in_len && !(w->rd && rm_ws_reader_busy(w->rd))) {
     if (w->in_cap == IN_SIZE && !p->buf) p->buf = w->in;
     else rm_loop_free_mem(p->loop, w->in, w->in_cap);
@@ -264,10 +262,10 @@ static void settle(ws *w) {
 
 /* The reader's next event from the bytes buffered (none may be needed:
  * the end of a frame in fragment mode), or RM_ENOMEM. */
-static int next_event(ws *w, rm_ws_event *ev) {
+static int next_event(ws *w, spare *p, rm_ws_event *ev) {
   size_t used;
   uint8_t none[1];
-  if (!w->rd && !borrow_reader(w)) return RM_ENOMEM;
+  if (!w->rd && !borrow_reader(w, p)) return RM_ENOMEM;
   int k = rm_ws_read(w->rd, w->in ? w->in + w->in_off : none, w->in_len - w->in_off, &used, ev);
   w->in_off += used;
   return k;
@@ -354,12 +352,13 @@ static int push_message(lua_State *L, ws *w, int kind, const rm_ws_event *ev) {
  * it has none, and suspends when the connection has none either. */
 static int pump(lua_State *L, rm_sock *s, int why, long timeout) {
   ws *w = s->ext_state;
+  spare *sp = get_spare(L, s->rt->loop);
   for (;;) {
     if (s->kind != RM_SK_TCP) return why == PUMP_CLOSE ? 0 : push_closed(L, w);
     rm_ws_event ev;
     /* Without a reader (an idle connection) there is nothing to run before
      * reading from the connection. */
-    int k = w->rd || w->in_off < w->in_len ? next_event(w, &ev) : RM_WS_NEED_MORE;
+    int k = w->rd || w->in_off < w->in_len ? next_event(w, sp, &ev) : RM_WS_NEED_MORE;
     if (k < 0) {
       int n = fail_connection(L, s, k);
       return why == PUMP_CLOSE ? 0 : n;
@@ -368,7 +367,7 @@ static int pump(lua_State *L, rm_sock *s, int why, long timeout) {
     case RM_WS_EV_MESSAGE: case RM_WS_EV_DATA:
       if (why == PUMP_READ) {
         int n = push_message(L, w, k, &ev);   /* ev.data may be in w->in: settle after */
-        settle(w);
+        settle(w, sp);
         return n;
       }
       continue;
@@ -382,10 +381,10 @@ static int pump(lua_State *L, rm_sock *s, int why, long timeout) {
      * After a short read the loop is asked first: a read now would most
      * likely fail (one system call per message in an echo). Bytes a filter
      * holds (TLS) are not announced by the loop: they are read at once. */
-    settle(w);
+    settle(w, sp);
     long n = RM_EAGAIN;
     if (!w->drained || rm_conn_pending(s->conn) > 0) {
-      if (!w->in && !borrow(w)) return luaL_error(L, "websocket: out of memory");
+      if (!w->in && !borrow(w, sp)) return luaL_error(L, "websocket: out of memory");
       n = rm_conn_read(s->conn, w->in, w->in_cap);
       w->drained = n > 0 && (uint32_t)n < w->in_cap;
     }
@@ -394,7 +393,7 @@ static int pump(lua_State *L, rm_sock *s, int why, long timeout) {
       if (w->ka) w->ka->heard_at = rm_loop_now(s->rt->loop);
       continue;
     }
-    settle(w);
+    settle(w, sp);
     if (n == RM_EAGAIN) {
       rm_co *co = rm_sock_waiter(L, why == PUMP_READ ? "read" : "close");
       return rm_sock_wait_io(L, co, s, RM_READ, timeout, pump_k, ((lua_KContext)timeout + 1) * 2 + why);
@@ -630,11 +629,9 @@ static int attach(lua_State *L, rm_sock *s, int server, int opts, const rm_ws_de
       ping_timeout < 0 || ping_timeout > INT_MAX)
     return luaL_error(L, "websocket options: max_frame and max_message > 0, level 0-9, ping and ping_timeout >= 0");
   if (prelen > UINT32_MAX) return luaL_error(L, "websocket: too many bytes after the handshake");
-  spare *sp = get_spare(L, loop);
   ws *w = rm_loop_alloc(loop, sizeof *w);
   if (!w) return luaL_error(L, "out of memory");
   memset(w, 0, sizeof *w);
-  w->spare = sp;
   w->close_ms = close_ms > INT_MAX ? INT_MAX : close_ms < 0 ? 0 : (int)close_ms;
   w->is_server = server != 0;
   w->fragment = opt_bool(L, opts, "fragment", 0) != 0;
