@@ -495,6 +495,8 @@ static int sock_bind(lua_State *L) {
   } else {
     s = rm_sock_push(L, rt, RM_SK_NEW);
   }
+  if (!s->pending && !(s->pending = rm_loop_alloc(rt->loop, sizeof(int) * RM_PENDING_MAX)))
+    return rm_push_error(L, "malloc");
   if (shark && rm__sock_tls_listen(L, s, 3) != RM_OK) return rm_push_error(L, "malloc");
   if (rm_listen(rt->loop, intf, (int)port, flags, backlog, on_accept, s, &s->lst) != RM_OK) {
     if (s->ext) { s->ext->gc(s); s->ext = NULL; }   /* the TLS config only a listener keeps */
@@ -607,6 +609,8 @@ static int sock_gc(lua_State *L) {
   if (s->kind != RM_SK_CLOSED) rm_sock_close(s);
   if (s->ext && s->ext->gc) s->ext->gc(s);
   s->ext = NULL;
+  if (s->pending) rm_loop_free_mem(s->rt->loop, s->pending, sizeof(int) * RM_PENDING_MAX);
+  s->pending = NULL;
   return 0;
 }
 

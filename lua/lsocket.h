@@ -27,7 +27,7 @@ typedef struct rm_sock_ext {
 struct rm_sock {
   rm_rt *rt;
   unsigned char kind, mode; /* mode: 0, 'r' (asynchronous) or 's' (cosocket) */
-  unsigned char npending;   /* accepted connections in pending[] */
+  unsigned char npending;   /* accepted connections in pending */
   unsigned udp_connected : 1, ipv6 : 1, disabled : 1;
   unsigned halfclose : 1;   /* setoption("halfclose"): end of stream leaves writing open */
   unsigned close_pending : 1;   /* see xusers */
@@ -39,7 +39,7 @@ struct rm_sock {
   size_t xqueued;
   int fd;                   /* UDP */
   int anchor;               /* registry reference while owned */
-  int pending[RM_PENDING_MAX];
+  int *pending;             /* a listener's: RM_PENDING_MAX fds (an allocation of its own), else NULL */
   rm_conn *conn;
   rm_listener *lst;
   rm_co *owner;             /* the coroutine bound by event() */
