@@ -1,8 +1,12 @@
 """Workload 3: a static 1 MiB file over keep-alive connections, remora's
 static file handler against nginx (sendfile on), both serving the same
-directory. Rows on stdout (bench/README.md), progress on stderr."""
+directory; then what compressing on the fly costs the other clients: the
+p99 latency of a small file while two connections download a 1 MB text file
+gzipped, remora against nginx's gzip filter. Rows on stdout
+(bench/README.md), progress on stderr."""
 import hashlib
 import os
+import subprocess
 import sys
 import urllib.request
 
@@ -33,8 +37,9 @@ def main():
     with open(os.path.join(root, "file.bin"), "rb") as f:
         digest = hashlib.sha256(f.read()).digest()
     rport, nport = h.free_port(), h.free_port()
-    nginx_conf = "root %s;\n  sendfile on;\n  tcp_nopush on;" % root
-    with h.remora_http("remora-static", rport, root, "--no-gzip") as rem, \
+    nginx_conf = ("root %s;\n  sendfile on;\n  tcp_nopush on;\n  gzip on;\n  gzip_types text/plain;\n"
+                  "  gzip_comp_level 6;" % root)
+    with h.remora_http("remora-static", rport, root) as rem, \
             h.nginx("nginx-static", nport, nginx_conf, modules=()) as ngx:
         targets = [("remora", rem, "http://127.0.0.1:%d/file.bin" % rport),
                    ("nginx", ngx, "http://127.0.0.1:%d/file.bin" % nport)]
@@ -59,6 +64,36 @@ def main():
         per_cpu = lambda runs: [x["requests"] / max(x["cpu_s"], 0.01) for x in runs]
         h.emit(h.row("static 1 MiB file, per server CPU second", "MiB/CPU-s", per_cpu(r), per_cpu(n),
                      "nginx sendfile", None))
+        gzip_beside(root, rport, nport)
+
+
+def beside_gzip(port):
+    """p99 ms of a small file over one connection while two others download
+    long.txt gzipped, all from the client core."""
+    url = "http://127.0.0.1:%d/" % port
+    heavy = subprocess.Popen(["taskset", "-c", h.CLIENT_CPU, "wrk", "-t1", "-c2", "-d%ds" % (h.SECONDS + 2),
+                              "-H", "Accept-Encoding: gzip", url + "long.txt"], stdout=subprocess.DEVNULL)
+    try:
+        return h.wrk(url + "a.txt", 1)
+    finally:
+        heavy.wait()
+
+
+def gzip_beside(root, rport, nport):
+    with open(os.path.join(root, "long.txt"), "w") as f:
+        f.write("".join("line %d of a long text file, %s\n" % (i, "abc" * (i % 7)) for i in range(24000)))
+    with open(os.path.join(root, "a.txt"), "w") as f:
+        f.write("alpha\n")
+    out = {"remora": [], "nginx": []}
+    for _ in range(h.RUNS):
+        for label, port in (("remora", rport), ("nginx", nport)):
+            res = beside_gzip(port)
+            h.log("%s: small file beside gzip downloads: p99 %.2f ms, %.0f req/s" % (label, res["p99_ms"], res["rps"]))
+            out[label].append(res)
+    r, n = out["remora"], out["nginx"]
+    h.emit(h.row("small file p99 beside 2 gzip downloads of a 1 MB text file", "ms", [x["p99_ms"] for x in r],
+                 [x["p99_ms"] for x in n], "nginx gzip on", 1.0, higher_is_better=False,
+                 commands=["wrk -t1 -c2 -H 'Accept-Encoding: gzip' .../long.txt", r[0]["cmd"]]))
 
 
 if __name__ == "__main__":
