@@ -19,16 +19,6 @@ void *rm__http_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 
 enum { F_START, F_NAME, F_OWS, F_VALUE, F_LF, F_END_LF };
 
-int rm__http_is_tchar(unsigned char c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return 1;
-  return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-/* VCHAR or obs-text: what a field value holds besides blanks. */
-static int is_value_char(unsigned char c) {
-  return c > 0x20 && c != 0x7f;
-}
-
 int rm__http_hex(unsigned char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -68,60 +58,93 @@ void rm__http_fields_init(rm__http_fields *s, size_t start) {
   s->state = F_START;
 }
 
-static int fail(rm__http_fields *s, const char *why) {
+/* Some byte of x is below 0x20 or is 0x7f (a tab also counts: the caller
+ * looks at each byte of such a word). */
+static int suspect(uint64_t x) {
+  const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u, y = x ^ (0x7f * ones);
+  return ((((x - 0x20 * ones) & ~x) | ((y - ones) & ~y)) & highs) != 0;
+}
+
+size_t rm__http_value_span(const char *p, size_t n) {
+  size_t i = 0;
+  for (uint64_t x; i + 8 <= n; i += 8) {
+    memcpy(&x, p + i, 8);
+    if (suspect(x)) break;
+  }
+  for (; i < n; i++) {
+    unsigned char c = (unsigned char)p[i];
+    if (c < 0x20 ? c != '\t' : c == 0x7f) break;
+  }
+  return i;
+}
+
+static int fail(rm__http_fields *s, size_t pos, const char *why) {
+  s->pos = pos;
   s->why = why;
   return RM_HTTP_EBAD;
 }
 
+/* A name, the blanks after the colon and a value are each scanned by a loop
+ * of their own up to the byte that ends them, rather than a state switch
+ * per byte: most of a head is names and values. */
 int rm__http_fields_scan(rm__http_fields *s, const char *buf, size_t len, size_t limit,
                          rm__http_field_fn fn, void *ud) {
-  for (; s->pos < len; s->pos++) {
-    unsigned char c = (unsigned char)buf[s->pos];
-    int r;
-    if (s->pos >= limit) {
-      s->why = "header section too large";
-      return RM_HTTP_EHEAD;
-    }
+  const unsigned char *b = (const unsigned char *)buf;
+  size_t end = len < limit ? len : limit, pos = s->pos, ve;
+  int r;
+  while (pos < end) {
+    unsigned char c = b[pos];
     switch (s->state) {
     case F_START:
-      s->line = s->pos;
+      s->line = pos;
       if (c == '\r') s->state = F_END_LF;
-      else if (c == ' ' || c == '\t') return fail(s, "obsolete line folding");
+      else if (c == ' ' || c == '\t') return fail(s, pos, "obsolete line folding");
       else if (rm__http_is_tchar(c)) s->state = F_NAME;
-      else return fail(s, "invalid byte in field name");
+      else return fail(s, pos, "invalid byte in field name");
+      pos++;
       break;
     case F_NAME:
-      if (c == ':') {
-        s->name_end = s->pos;
-        s->value = s->value_end = s->pos + 1;
-        s->state = F_OWS;
-      } else if (!rm__http_is_tchar(c)) {
-        return fail(s, c == ' ' || c == '\t' ? "whitespace before colon" : "invalid byte in field name");
-      }
+      while (pos < end && rm__http_is_tchar(b[pos])) pos++;
+      if (pos == end) break;
+      c = b[pos];
+      if (c != ':')
+        return fail(s, pos, c == ' ' || c == '\t' ? "whitespace before colon" : "invalid byte in field name");
+      s->name_end = pos++;
+      s->value = s->value_end = pos;
+      s->state = F_OWS;
       break;
     case F_OWS:
-      if (c == ' ' || c == '\t') {
-        s->value = s->value_end = s->pos + 1;
-        break;
-      }
-      s->state = F_VALUE;
-      /* fall through */
-    case F_VALUE:
-      if (c == '\r') s->state = F_LF;
-      else if (is_value_char(c)) s->value_end = s->pos + 1;
-      else if (c != ' ' && c != '\t') return fail(s, "invalid byte in field value");
+      while (pos < end && (b[pos] == ' ' || b[pos] == '\t')) pos++;
+      s->value = s->value_end = pos;
+      if (pos < end) s->state = F_VALUE;
+      break;
+    case F_VALUE:   /* up to the CR, its blanks at the end not kept */
+      pos += rm__http_value_span((const char *)b + pos, end - pos);
+      for (ve = pos; ve > s->value && (b[ve - 1] == ' ' || b[ve - 1] == '\t'); ve--) {}
+      s->value_end = ve;
+      if (pos == end) break;
+      if (b[pos] != '\r') return fail(s, pos, "invalid byte in field value");
+      s->state = F_LF;
+      pos++;
       break;
     case F_LF:
-      if (c != '\n') return fail(s, "CR without LF");
+      if (c != '\n') return fail(s, pos, "CR without LF");
+      s->pos = pos;
       r = fn(ud, buf, s->line, s->name_end - s->line, s->value, s->value_end - s->value);
       if (r < 0) return r;
       s->state = F_START;
+      pos++;
       break;
     default: /* F_END_LF */
-      if (c != '\n') return fail(s, "CR without LF");
-      s->pos++;
+      if (c != '\n') return fail(s, pos, "CR without LF");
+      s->pos = pos + 1;
       return 1;
     }
+  }
+  s->pos = pos;
+  if (pos < len) {
+    s->why = "header section too large";
+    return RM_HTTP_EHEAD;
   }
   return 0;
 }

@@ -9,6 +9,7 @@
 #define REMORA_HTTP_FIELDS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "remora/http.h"
 
 typedef struct rm__http_fields {
@@ -36,7 +37,16 @@ int rm__http_fields_scan(rm__http_fields *s, const char *buf, size_t len, size_t
 /* The default allocator: realloc and free behind rm_alloc_fn. */
 void *rm__http_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 
-int rm__http_is_tchar(unsigned char c);
+/* A token character (RFC 9110): letters, digits and !#$%&'*+-.^_`|~, as
+ * the bits of a 128-bit set, so that scanning a name costs no call or
+ * branch per byte. */
+static inline int rm__http_is_tchar(unsigned char c) {
+  static const uint64_t set[2] = {0x03ff6cfa00000000u, 0x57ffffffc7fffffeu};
+  return c < 128 && (set[c >> 6] >> (c & 63)) & 1;
+}
+/* How many bytes at p a field value may hold (VCHAR, obs-text, SP, HTAB):
+ * eight at a time while no byte of them is a control byte. */
+size_t rm__http_value_span(const char *p, size_t n);
 /* The value of a hex digit, or -1. */
 int rm__http_hex(unsigned char c);
 /* Walks a comma-separated list: 1 with the next non-empty element, trimmed,
