@@ -46,12 +46,7 @@ rm_sock *rm_sock_push(lua_State *L, rm_rt *rt, int kind) {
 
 static void unlink_writer(rm_co *co) {
   rm_sock *s = co->wait_sock;
-  rm_co **pp = &s->wq_head, *prev = NULL;
-  while (*pp && *pp != co) { prev = *pp; pp = &(*pp)->wnext; }
-  if (!*pp) return;
-  *pp = co->wnext;
-  if (s->wq_tail == co) s->wq_tail = prev;
-  co->wnext = NULL;
+  rm_co_unlink(&s->wq_head, &s->wq_tail, co);
 }
 
 void rm_sock_unlink_reader(rm_co *co) {
@@ -276,9 +271,7 @@ static void push_writer(rm_sock *s, rm_co *co, int at_head) {
     s->wq_head = co;
     if (!s->wq_tail) s->wq_tail = co;
   } else {
-    co->wnext = NULL;
-    if (s->wq_tail) s->wq_tail->wnext = co; else s->wq_head = co;
-    s->wq_tail = co;
+    rm_co_append(&s->wq_head, &s->wq_tail, co);
   }
 }
 

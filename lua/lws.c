@@ -5,10 +5,11 @@
  * connection, its FIFO write queue and its waiting coroutines stay lsocket.c's.
  * Reading feeds the bytes of the connection to a message reader; pings are
  * answered and close frames handled on the way, so Lua only sees messages.
- * Writing builds one frame per message (compressed, masked for a client) and
- * hands it to the socket's FIFO writer, so writers from many coroutines
- * suspend and leave in order, as for any cosocket. Control frames (pong,
- * ping, close) are queued directly: they may go between two messages.
+ * Writing builds one frame per message, or per piece of a message written in
+ * pieces (compressed, masked for a client), and hands it to the socket's
+ * FIFO writer, so writers from many coroutines suspend and leave in order,
+ * as for any cosocket. Control frames (pong, ping, close) are queued
+ * directly: they may go between two messages, or two frames of one.
  *
  * Three ways in: ba.socket.wsconnect (the client), rm_ws_upgrade (the HTTP
  * server's req2sock) and ba.socket.wsupgrade (a raw TCP socket whose upgrade
@@ -55,6 +56,24 @@ typedef struct keepalive {
   long ping_ms, timeout_ms;  /* timeout_ms 0: never close */
 } keepalive;
 
+/* What the handshake agreed, fixed for the connection's life: one
+ * allocation, made only when there is something to keep. */
+typedef struct terms {
+  rm_ws_deflate_params deflate;
+  unsigned char has_deflate;
+  char names[];              /* "subprotocol\0extensions\0" */
+} terms;
+
+/* A message being sent in pieces (write(data, isText, true)), from its first
+ * piece to its last. It belongs to the thread that began it: other writers
+ * wait for its end (RFC 6455 5.4: no other data frame may go in between). */
+typedef struct outmsg {
+  lua_State *writer;         /* the thread that began the message */
+  rm_co *head, *tail;        /* other writers waiting for its end (via wnext) */
+  uint32_t utf8;             /* text: the validator's state between pieces */
+  unsigned char opcode;      /* RM_WS_OP_TEXT or RM_WS_OP_BINARY */
+} outmsg;
+
 /* Every connection has one, idle or not: it is kept to 88 bytes (64-bit),
  * with the codec's configuration as its few fields (see config), and no
  * pointer to the spare (pump looks it up once per call). */
@@ -65,9 +84,9 @@ typedef struct ws {
    * every message afresh (its no_context_takeover). */
   rm_ws_deflater *zd;
   keepalive *ka;             /* with the ping option, else NULL */
-  char *names;               /* "subprotocol\0extensions\0" as agreed, NULL when both are empty */
+  terms *terms;              /* NULL: no subprotocol, no extension */
   uint8_t *in;               /* bytes read, [in_off, in_len) not yet passed to the reader */
-  rm_ws_deflate_params *deflate;   /* as agreed (an allocation of its own), or NULL */
+  outmsg *out;               /* a message being sent in pieces, else NULL */
   uint64_t max_frame, max_message;
   uint32_t in_len, in_off, in_cap;
   int close_ms, peer_code;
@@ -76,10 +95,15 @@ typedef struct ws {
   unsigned drained : 1;      /* the last read was short: the kernel had no more */
 } ws;
 
+/* The agreed permessage-deflate parameters, or NULL when it is off. */
+static const rm_ws_deflate_params *deflate_of(const ws *w) {
+  return w->terms && w->terms->has_deflate ? &w->terms->deflate : NULL;
+}
+
 /* The codec's configuration, for a reader or a compressor being made (they
  * copy it). */
 static rm_ws_config config(const ws *w, rm_loop *loop) {
-  rm_ws_config c = {.is_server = w->is_server, .fragment_mode = w->fragment, .deflate = w->deflate,
+  rm_ws_config c = {.is_server = w->is_server, .fragment_mode = w->fragment, .deflate = deflate_of(w),
                     .max_frame = w->max_frame, .max_message = w->max_message, .deflate_level = w->level};
   c.alloc = rm_loop_allocator(loop, &c.alloc_ud);
   return c;
@@ -88,6 +112,31 @@ static rm_ws_config config(const ws *w, rm_loop *loop) {
 /* ---- frames out ---- */
 
 static int is_client(const ws *w) { return !w->is_server; }
+
+/* A message in pieces begins: it is the writer L's until its last piece. */
+static outmsg *begin_message(rm_sock *s, lua_State *L, int opcode) {
+  ws *w = s->ext_state;
+  outmsg *m = rm_loop_alloc(s->rt->loop, sizeof *m);
+  if (!m) return NULL;
+  *m = (outmsg){.writer = L, .utf8 = RM_WS_UTF8_ACCEPT, .opcode = (unsigned char)opcode};
+  return w->out = m;
+}
+
+/* The message in pieces is over (its last piece went, or the connection
+ * closes): the writers waiting for it go on, or give up with reason. */
+static void end_message(rm_sock *s, int reason) {
+  ws *w = s->ext_state;
+  outmsg *m = w->out;
+  if (!m) return;
+  while (m->head) rm_co_wake(m->head, reason);   /* each leaves the list (unlink_waiter) */
+  w->out = NULL;
+  rm_loop_free_mem(s->rt->loop, m, sizeof *m);
+}
+
+static void unlink_waiter(rm_co *co) {
+  outmsg *m = co->wait_data;
+  rm_co_unlink(&m->head, &m->tail, co);
+}
 
 /* A control frame goes straight into the queue (not through the FIFO of
  * writers): control frames may be sent between the frames of messages. */
@@ -113,28 +162,32 @@ static void send_close(rm_sock *s, int code, const char *reason, size_t len) {
   if (n >= 0) send_control(s, RM_WS_OP_CLOSE, p, (size_t)n);
   w->close_sent = 1;
   while (s->wq_head) rm_co_wake(s->wq_head, RM_WAKE_CLOSED);
+  end_message(s, RM_WAKE_CLOSED);
 }
 
-/* The message at index 2 as one frame: its header and its payload
- * (compressed and masked as agreed) replace it as the strings at 2 and 3,
- * which leave in one writev. A server's plain payload is the caller's
- * string itself, never copied. */
-static int push_frame(lua_State *L, rm_sock *s, int text) {
+/* The piece of a message at index 2 as one frame (opcode: TEXT or BINARY
+ * for a message's first frame, CONT for the next ones; fin: its last): the
+ * frame's header and payload (compressed and masked as agreed) replace the
+ * piece as the strings at 2 and 3, which leave in one writev. A server's
+ * plain payload is the caller's string itself, never copied. A compressed
+ * message is one compressor stream whatever its number of frames, with
+ * RSV1 on its first frame only (RFC 7692 section 6.1). */
+static int push_frame(lua_State *L, rm_sock *s, int opcode, int fin) {
   ws *w = s->ext_state;
+  const rm_ws_deflate_params *dp = deflate_of(w);
   size_t plen;
   const uint8_t *msg = (const uint8_t *)lua_tolstring(L, 2, &plen), *pay = msg;
-  int flags = RM_WS_FIN;
-  if (w->deflate) {
+  int flags = fin ? RM_WS_FIN : 0;
+  if (dp) {
     rm_ws_config cfg = config(w, s->rt->loop);
     if (!w->zd && !(w->zd = rm_ws_deflater_new(&cfg))) return RM_ENOMEM;
-    int rc = rm_ws_deflate(w->zd, msg, plen, 1, &pay, &plen);
+    int rc = rm_ws_deflate(w->zd, msg, plen, fin, &pay, &plen);
     if (rc < 0) return rc;
-    flags |= RM_WS_RSV1;
+    if (opcode != RM_WS_OP_CONT) flags |= RM_WS_RSV1;
   }
   uint8_t hdr[RM_WS_MAX_HEADER], mask[4];
   if (is_client(w)) rm_ws_new_mask(mask);
-  int h = rm_ws_encode_header(hdr, text ? RM_WS_OP_TEXT : RM_WS_OP_BINARY, flags, plen,
-                              is_client(w) ? mask : NULL);
+  int h = rm_ws_encode_header(hdr, opcode, flags, plen, is_client(w) ? mask : NULL);
   if (h < 0) return h;
   lua_settop(L, 2);
   lua_pushlstring(L, (const char *)hdr, (size_t)h);
@@ -148,37 +201,68 @@ static int push_frame(lua_State *L, rm_sock *s, int text) {
     lua_pushvalue(L, 2);
   }
   lua_remove(L, 2);
-  if (w->zd && (is_client(w) ? w->deflate->client_no_context_takeover : w->deflate->server_no_context_takeover)) {
+  if (fin && w->zd && (is_client(w) ? dp->client_no_context_takeover : dp->server_no_context_takeover)) {
     rm_ws_deflater_free(w->zd);   /* its output is copied into the frame */
     w->zd = NULL;
   }
   return RM_OK;
 }
 
-/* write(data [, isText]): binary unless isText. In a coroutine the frame
- * waits its turn in the socket's FIFO; elsewhere it is queued up to
- * queuelen, else refused with nil and the bytes queued (before compressing,
- * so a refused message leaves the compressor's context untouched). */
+static int ws_write(lua_State *L, rm_sock *s);
+
+static int ws_write_k(lua_State *L, int status, lua_KContext ctx) {
+  rm_co *co = rm_co_current(L);
+  (void)status, (void)ctx;
+  if (co->wake != RM_WAKE_READY) return rm_sock_wake_result(L, co);
+  return ws_write(L, rm_sock_check(L, 1));
+}
+
+/* A writer that cannot wait: nil and the bytes queued, as for a full queue. */
+static int refuse_write(lua_State *L, rm_sock *s) {
+  lua_pushnil(L);
+  lua_pushinteger(L, (lua_Integer)rm_conn_queued(s->conn));
+  return 2;
+}
+
+/* write(data [, isText [, more]]): binary unless isText. more: data is a
+ * piece of a message and more pieces follow; the message's last piece is
+ * written without it, and its type is the first piece's. Until then the
+ * message is the writing thread's: in a coroutine, other writers wait for
+ * its end; elsewhere they are refused. In a coroutine each frame waits its
+ * turn in the socket's FIFO; elsewhere it is queued up to queuelen, else
+ * refused with nil and the bytes queued (before compressing, so a refused
+ * piece leaves the compressor's context untouched). */
 static int ws_write(lua_State *L, rm_sock *s) {
   RM_ON_LOOP(L, s->rt, rm_sock_lwrite);   /* a worker's write: queued, never waits */
   ws *w = s->ext_state;
   size_t n;
   const char *p = luaL_checklstring(L, 2, &n);
-  int text = lua_toboolean(L, 3);
-  if (text) {
-    uint32_t st = RM_WS_UTF8_ACCEPT;
-    if (rm_ws_utf8_validate(&st, (const uint8_t *)p, n) < 0 || st != RM_WS_UTF8_ACCEPT)
-      return luaL_argerror(L, 2, "a text message must be UTF-8");
-  }
+  int more = lua_toboolean(L, 4);
   if (s->kind != RM_SK_TCP || w->close_sent) return rm_push_error(L, "socketclosed");
   rm_co *co = rm_co_current(L);
-  size_t q = rm_conn_queued(s->conn);
-  if (!co && (s->wq_head || (q > 0 && q + n > s->queuelen))) {
-    lua_pushnil(L);
-    lua_pushinteger(L, (lua_Integer)q);
-    return 2;
+  outmsg *m = w->out;
+  if (m && m->writer != L) {   /* another writer's message is not over */
+    if (!co) return refuse_write(L, s);
+    rm_co_append(&m->head, &m->tail, co);
+    co->on_wake = unlink_waiter;
+    co->wait_data = m;
+    return rm_co_suspend(L, co, RM_WAIT_WRITE, s, -1, ws_write_k, 0);
   }
-  if (push_frame(L, s, text) != RM_OK) return luaL_error(L, "websocket: cannot compress (out of memory)");
+  int op = m ? m->opcode : lua_toboolean(L, 3) ? RM_WS_OP_TEXT : RM_WS_OP_BINARY;
+  uint32_t st = m ? m->utf8 : RM_WS_UTF8_ACCEPT;   /* a code point may span pieces */
+  if (op == RM_WS_OP_TEXT &&
+      (rm_ws_utf8_validate(&st, (const uint8_t *)p, n) < 0 || (!more && st != RM_WS_UTF8_ACCEPT)))
+    return luaL_argerror(L, 2, "a text message must be UTF-8");
+  size_t q = rm_conn_queued(s->conn);
+  if (!co && (s->wq_head || (q > 0 && q + n > s->queuelen))) return refuse_write(L, s);
+  int first = !m;
+  if (first && more && !(m = begin_message(s, L, op))) return luaL_error(L, "websocket: out of memory");
+  if (push_frame(L, s, first ? op : RM_WS_OP_CONT, !more) != RM_OK) {
+    if (first) end_message(s, RM_WAKE_READY);
+    return luaL_error(L, "websocket: cannot compress (out of memory)");
+  }
+  if (m) m->utf8 = st;
+  if (!more) end_message(s, RM_WAKE_READY);   /* its waiters queue behind this last frame */
   if (co) return rm_sock_write_frame(L, s);
   struct iovec iov[2];
   iov[0].iov_base = (void *)lua_tolstring(L, 2, &iov[0].iov_len);
@@ -445,31 +529,38 @@ static void ws_close(rm_sock *s) {
   if (w->ka) rm_timer_stop(w->ka->timer);
   if (!w->close_sent && !rm_conn_is_broken(s->conn))
     send_close(s, s->rt->shutting_down ? RM_WS_CLOSE_GOING_AWAY : RM_WS_CLOSE_NORMAL, NULL, 0);
+  end_message(s, RM_WAKE_CLOSED);
 }
 
-static size_t names_size(const char *names) {
-  size_t p = strlen(names) + 1;
-  return p + strlen(names + p) + 1;
+static size_t terms_size(const terms *t) {
+  size_t p = strlen(t->names) + 1;
+  return sizeof *t + p + strlen(t->names + p) + 1;
 }
 
-static int set_names(rm_loop *loop, ws *w, const char *protocol, const char *extensions) {
+static int set_terms(rm_loop *loop, ws *w, const rm_ws_deflate_params *deflate, const char *protocol,
+                     const char *extensions) {
   size_t pl = strlen(protocol) + 1, el = strlen(extensions) + 1;
-  if (pl + el == 2) return 1;
-  if (!(w->names = rm_loop_alloc(loop, pl + el))) return 0;
-  memcpy(w->names, protocol, pl);
-  memcpy(w->names + pl, extensions, el);
+  if (!deflate && pl + el == 2) return 1;
+  if (!(w->terms = rm_loop_alloc(loop, sizeof *w->terms + pl + el))) return 0;
+  memset(w->terms, 0, sizeof *w->terms);
+  if (deflate) {
+    w->terms->deflate = *deflate;
+    w->terms->has_deflate = 1;
+  }
+  memcpy(w->terms->names, protocol, pl);
+  memcpy(w->terms->names + pl, extensions, el);
   return 1;
 }
 
 static void ws_free(rm_loop *loop, ws *w) {
-  if (w->names) rm_loop_free_mem(loop, w->names, names_size(w->names));
+  if (w->terms) rm_loop_free_mem(loop, w->terms, terms_size(w->terms));
   if (w->ka) {
     rm_timer_free(w->ka->timer);
     rm_loop_free_mem(loop, w->ka, sizeof *w->ka);
   }
+  if (w->out) rm_loop_free_mem(loop, w->out, sizeof *w->out);
   rm_ws_reader_free(w->rd);
   rm_ws_deflater_free(w->zd);
-  if (w->deflate) rm_loop_free_mem(loop, w->deflate, sizeof *w->deflate);
   if (w->in) rm_loop_free_mem(loop, w->in, w->in_cap);
   rm_loop_free_mem(loop, w, sizeof *w);
 }
@@ -504,10 +595,10 @@ int rm_ws_ping(lua_State *L) {
 int rm_ws_info(lua_State *L) {
   ws *w = check_ws(L);
   lua_createtable(L, 0, 4);
-  const char *proto = w->names ? w->names : "", *ext = proto + strlen(proto) + (w->names != NULL);
+  const char *proto = w->terms ? w->terms->names : "", *ext = proto + strlen(proto) + (w->terms != NULL);
   if (*proto) { lua_pushstring(L, proto); lua_setfield(L, -2, "protocol"); }
   if (*ext) { lua_pushstring(L, ext); lua_setfield(L, -2, "extensions"); }
-  lua_pushboolean(L, w->deflate != NULL); lua_setfield(L, -2, "deflate");
+  lua_pushboolean(L, deflate_of(w) != NULL); lua_setfield(L, -2, "deflate");
   lua_pushboolean(L, w->is_server); lua_setfield(L, -2, "server");
   return 1;
 }
@@ -638,8 +729,7 @@ static int attach(lua_State *L, rm_sock *s, int server, int opts, const rm_ws_de
   w->max_frame = (uint64_t)max_frame;
   w->max_message = (uint64_t)max_message;
   w->level = (unsigned char)level;
-  if (agreed && (w->deflate = rm_loop_alloc(loop, sizeof *w->deflate)) != NULL) *w->deflate = *agreed;
-  if ((agreed && !w->deflate) || !set_names(loop, w, protocol ? protocol : "", extensions ? extensions : "")) {
+  if (!set_terms(loop, w, agreed, protocol ? protocol : "", extensions ? extensions : "")) {
     ws_free(loop, w);
     return luaL_error(L, "out of memory");
   }

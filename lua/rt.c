@@ -467,6 +467,21 @@ void rm_co_wake(rm_co *co, int reason) {
   rt->ready_tail = co;
 }
 
+void rm_co_append(rm_co **head, rm_co **tail, rm_co *co) {
+  co->wnext = NULL;
+  if (*tail) (*tail)->wnext = co; else *head = co;
+  *tail = co;
+}
+
+void rm_co_unlink(rm_co **head, rm_co **tail, rm_co *co) {
+  rm_co **pp = head, *prev = NULL;
+  while (*pp && *pp != co) { prev = *pp; pp = &(*pp)->wnext; }
+  if (!*pp) return;
+  *pp = co->wnext;
+  if (*tail == co) *tail = prev;
+  co->wnext = NULL;
+}
+
 void rm_co_wake_with(rm_co *co, lua_State *from, int nargs) {
   if (!co->waiting || co->ready) { lua_pop(from, nargs); return; }
   lua_xmove(from, co->L, nargs);

@@ -38,7 +38,7 @@ struct rm_co {
   int ref;               /* registry anchor of the thread */
   rm_co *prev, *next;    /* every live coroutine, for shutdown */
   rm_co *rnext;          /* the ready queue */
-  rm_co *wnext;          /* a socket's queue of waiting writers */
+  rm_co *wnext;          /* a queue of waiting writers (rm_co_append) */
   rm_sock *sock;         /* the socket this coroutine owns, if any */
   rm_sock *wait_sock;    /* the socket it waits on, if any */
   int waiting;           /* RM_WAIT_*, nonzero while suspended by a binding */
@@ -104,6 +104,10 @@ int rm_co_suspend(lua_State *L, rm_co *co, int why, rm_sock *on, long timeout_ms
 void rm_co_wake(rm_co *co, int reason);
 void rm_co_wake_with(rm_co *co, lua_State *from, int nargs);
 void rm_rt_run_ready(rm_rt *rt);
+/* Queues of waiting coroutines linked through wnext, by head and tail (a
+ * socket's writers): co joins at the tail, or leaves from anywhere. */
+void rm_co_append(rm_co **head, rm_co **tail, rm_co *co);
+void rm_co_unlink(rm_co **head, rm_co **tail, rm_co *co);
 /* Runs t->fn once the Lua call in progress has returned to the outermost
  * rm_rt_run_ready, after the coroutines it woke: for work that must not nest
  * inside that call (the page of a pipelined request, made ready by the end

@@ -621,6 +621,160 @@ end)
     check("closed\tnil\tsocketclosed\t1000" in out, out)
 
 
+# ---- sending a message in pieces: write(data, isText, more) ----
+
+FRAG_SERVER = r"""
+local port = tonumber(arg[1])
+local function read_request(s)
+  local buf = ""
+  repeat
+    local d = s:read(10000)
+    if not d then return nil end
+    buf = buf .. d
+  until buf:find("\r\n\r\n", 1, true)
+  local e = buf:find("\r\n\r\n", 1, true)
+  local headers = {}
+  for name, value in buf:sub(1, e + 1):gmatch("\n([^:\r\n]+):[ \t]*([^\r\n]-)[ \t]*\r") do headers[name] = value end
+  return headers, buf:sub(e + 4)
+end
+
+local commands = {}
+function commands.stream(ws, n, size, kind)
+  local text = kind == "text"
+  for i = 1, n do
+    local piece = string.rep(string.char(97 + i % 26), size)
+    assert(ws:write(piece, text, i < n))
+  end
+end
+function commands.race(ws)
+  assert(ws:write("A1", true, true))
+  ba.timer(function() ws:write("B", true) end):set(10, true)
+  ba.sleep(60)
+  ws:ping("mid")
+  assert(ws:write("A2", false, true))   -- the type of a later piece is the first's
+  ba.sleep(20)
+  assert(ws:write("A3"))
+end
+function commands.utf8(ws)
+  assert(ws:write("\xc3", true, true))
+  assert(ws:write("\xa9", true))
+  assert(ws:write("abc\xe2", true, true))
+  local ok, err = pcall(ws.write, ws, "", true)
+  assert(ws:write("\x82\xac", true))
+  ws:write("caught " .. tostring(not ok and err:match("UTF%-8") ~= nil), true)
+end
+
+local function serve(s)
+  local headers, rest = read_request(s)
+  if not headers then return end
+  local ws = ba.socket.wsupgrade(s, headers, {}, rest)
+  if not ws then return end
+  while true do
+    local cmd = ws:read()
+    if not cmd then break end
+    local name, a, b, c = cmd:match("^(%w+) ?(%d*) ?(%d*) ?(%w*)")
+    commands[name](ws, tonumber(a), tonumber(b), c)
+  end
+end
+
+ba.socket.bind(port, {intf = "127.0.0.1"}):event(function(l)
+  while true do
+    local c = l:accept()
+    if not c then break end
+    c:event(serve, "s")
+  end
+end)
+print("ready")
+"""
+
+
+def frames_until_fin(c, count_fin=1):
+    """Frames up to the count_fin-th that ends a data message: (fin, rsv, opcode, payload)."""
+    got = []
+    while count_fin:
+        f = c.frame()
+        got.append(f)
+        if f[0] and f[2] in (TEXT, BIN, CONT):
+            count_fin -= 1
+    return got
+
+
+@case
+def sending_in_pieces_continuation_frames_and_no_interleaving():
+    """Raw client: one message written in 3 pieces is TEXT + CONT + CONT, FIN on
+    the last only; another coroutine's message waits for the end of the one in
+    progress, while a ping may go between its frames; UTF-8 may be split
+    across pieces; with deflate, RSV1 on the first frame only and one
+    compressor stream across the frames."""
+    port = free_port()
+    with Remora(script=FRAG_SERVER, args=[port], port=port) as r:
+        c = Raw(port)
+        c.send(TEXT, b"stream 3 4 text")
+        got = frames_until_fin(c)
+        check(got == [(False, 0, TEXT, b"bbbb"), (False, 0, CONT, b"cccc"), (True, 0, CONT, b"dddd")], repr(got))
+        c.send(TEXT, b"race")
+        got = frames_until_fin(c, 2)
+        check(got == [(False, 0, TEXT, b"A1"), (True, 0, PING, b"mid"), (False, 0, CONT, b"A2"),
+                      (True, 0, CONT, b"A3"), (True, 0, TEXT, b"B")], repr(got))
+        c.send(TEXT, b"utf8")
+        got = [c.message()[1] for _ in range(3)]
+        check(got == ["é".encode(), "abc€".encode(), b"caught true"], repr(got))
+        c.close()
+        c = Raw(port, extensions="permessage-deflate")
+        c.send(TEXT, b"stream 3 1000 bin")
+        got = frames_until_fin(c)
+        check([(f[0], f[1], f[2]) for f in got] == [(False, 4, BIN), (False, 0, CONT), (True, 0, CONT)],
+              repr([(f[0], f[1], f[2], len(f[3])) for f in got]))
+        data = zlib.decompressobj(-15).decompress(b"".join(f[3] for f in got) + b"\x00\x00\xff\xff")
+        check(data == b"b" * 1000 + b"c" * 1000 + b"d" * 1000, "inflated %d bytes" % len(data))
+        c.close()
+        check(r.alive(), "the server died")
+
+
+@case
+def sending_in_pieces_to_websockets_and_from_the_client():
+    """Python's websockets reassembles the server's pieces (deflate negotiated),
+    and a websockets server echoes what remora's client wrote in pieces."""
+    port = free_port()
+    with Remora(script=FRAG_SERVER, args=[port], port=port):
+        async def main():
+            async with websockets.connect("ws://127.0.0.1:%d/" % port, max_size=1 << 24) as ws:
+                ext = ws.response_headers.get("Sec-WebSocket-Extensions", "")
+                check(ext.startswith("permessage-deflate"), "deflate not negotiated: %r" % ext)
+                await ws.send("stream 5 3 text")
+                check(await asyncio.wait_for(ws.recv(), TIMEOUT) == "bbbcccdddeeefff", "5 pieces")
+                await ws.send("race")
+                got = [await asyncio.wait_for(ws.recv(), TIMEOUT) for _ in range(2)]
+                check(got == ["A1A2A3", "B"], repr(got))
+                await ws.send("stream 16 65536 bin")
+                m = await asyncio.wait_for(ws.recv(), TIMEOUT)
+                check(m == b"".join(bytes([97 + i % 26]) * 65536 for i in range(1, 17)), "1 MiB in 16 pieces")
+        asyncio.run(main())
+
+    async def echo(ws):
+        async for m in ws:
+            await ws.send(m)
+
+    async def serve():
+        port = free_port()
+        async with websockets.serve(echo, "127.0.0.1", port, max_size=1 << 24):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, lambda: run(r"""
+ba.socket.event(function()
+  for _, deflate in ipairs({true, false}) do
+    local ws = assert(ba.socket.wsconnect("ws://127.0.0.1:%d/", {deflate = deflate}))
+    for i = 1, 4 do assert(ws:write(string.rep("é", 1000) .. i, true, i < 4)) end
+    local d, isText = ws:read()
+    print("echo", deflate, ws:wsinfo().deflate, #d, isText, d:sub(-1))
+    ws:close()
+  end
+end)
+""" % port))
+    code, out = asyncio.run(serve())
+    check("echo\ttrue\ttrue\t8004\ttrue\t4" in out, out)
+    check("echo\tfalse\tfalse\t8004\ttrue\t4" in out, out)
+
+
 # ---- keep-alive: a peer that answers nothing is closed ----
 
 @case
