@@ -383,6 +383,9 @@ void rm_co_kill(rm_co *co) {
   co_finish(co, 0);
 }
 
+/* nargs is a 20-bit field: no Lua stack holds more values. */
+_Static_assert(LUAI_MAXSTACK < (1 << 20), "rm_co.nargs is too narrow for this Lua");
+
 rm_co *rm_co_new(rm_rt *rt, lua_State *L, int nargs, rm_sock *owner, int flags) {
   rm_co *co = rm_loop_alloc(rt->loop, sizeof(*co));
   if (!co) luaL_error(L, "out of memory");

@@ -32,25 +32,34 @@ enum {
   RM_CO_SHUTDOWN_SEEN = 2   /* it was told "sysshutdown"; waiting again is an error */
 };
 
+/* One per live coroutine: an idle WebSocket's coroutine keeps one, so the
+ * record is kept to 104 bytes (a 112-byte malloc chunk): the queue links
+ * share a word, and the small fields share another. */
 struct rm_co {
   rm_rt *rt;
   lua_State *L;
-  int ref;               /* registry anchor of the thread */
   rm_co *prev, *next;    /* every live coroutine, for shutdown */
-  rm_co *rnext;          /* the ready queue */
-  rm_co *wnext;          /* a queue of waiting writers (rm_co_append) */
+  /* A coroutine is in at most one queue: once woken, on_wake has taken it
+   * out of the queue it waited in (wnext) before it joins the ready queue. */
+  union {
+    rm_co *rnext;        /* the ready queue */
+    rm_co *wnext;        /* a queue of waiting writers (rm_co_append) */
+  };
   rm_sock *sock;         /* the socket this coroutine owns, if any */
   rm_sock *wait_sock;    /* the socket it waits on, if any */
-  int waiting;           /* RM_WAIT_*, nonzero while suspended by a binding */
-  int wake;              /* RM_WAKE_* after resumption */
-  int ready, flags, nargs;   /* nargs: values moved onto its stack for the resume */
   rm_timer *timer;       /* the timeout of the current wait */
   void (*on_wake)(rm_co *co);  /* unlinks the coroutine from what it waited on */
   void *wait_data;       /* for on_wake: what the wait registered elsewhere */
-  int yielded;           /* after a bare yield: was the first value true? */
   /* Runs when the coroutine ends; result: it returned a true first value. */
   void (*on_done)(rm_co *co, int result);
   void *data;            /* for on_done */
+  int ref;               /* registry anchor of the thread */
+  unsigned waiting : 4;  /* RM_WAIT_*, nonzero while suspended by a binding */
+  unsigned wake : 3;     /* RM_WAKE_* after resumption */
+  unsigned ready : 1;    /* in the ready queue */
+  unsigned yielded : 1;  /* after a bare yield: was the first value true? */
+  unsigned flags : 3;    /* RM_CO_* */
+  unsigned nargs : 20;   /* values moved onto its stack for the resume (< LUAI_MAXSTACK) */
 };
 
 /* Work for later (rm_rt_later): a record the caller owns, valid until fn runs. */
