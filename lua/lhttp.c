@@ -45,6 +45,16 @@ typedef struct rm_req {
   size_t len, cap;
 } rm_req;
 
+enum { SPARE_REFS = 64 };
+
+/* The page runner's record per Lua state: the public part, then registry
+ * slots of ended requests, kept for new requests. */
+typedef struct lhttp_state {
+  rm_lhttp pub;
+  int nrefs;
+  int refs[SPARE_REFS];
+} lhttp_state;
+
 static int lhttp_gc(lua_State *L) {
   rm_lhttp *h = lua_touserdata(L, 1);
   free(h->spare_buf);
@@ -59,8 +69,9 @@ rm_lhttp *rm_lhttp_get(lua_State *L) {
     return h;
   }
   lua_pop(L, 1);
-  rm_lhttp *h = lua_newuserdatauv(L, sizeof *h, 0);
-  memset(h, 0, sizeof *h);
+  lhttp_state *st = lua_newuserdatauv(L, sizeof *st, 0);
+  memset(st, 0, sizeof *st);
+  rm_lhttp *h = &st->pub;
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, lhttp_gc);
   lua_setfield(L, -2, "__gc");
@@ -72,6 +83,31 @@ rm_lhttp *rm_lhttp_get(lua_State *L) {
 void rm_lhttp_set_default_server(rm_rt *rt, rm_http_server *s) {
   rm_lhttp *h = rm_lhttp_get(rt->L);
   if (!h->default_server) h->default_server = s;
+}
+
+/* Anchors the value on top (popped) in the registry until unanchor. A slot
+ * an ended request gave back is reused as it is: one API call, where
+ * luaL_ref and luaL_unref take five and four. A slot given back holds false,
+ * not nil, so that the registry's border, where luaL_ref takes new slots,
+ * never falls below it. */
+static int anchor(lua_State *L, rm_lhttp *h) {
+  lhttp_state *st = (lhttp_state *)h;
+  if (!st->nrefs) return luaL_ref(L, LUA_REGISTRYINDEX);
+  int ref = st->refs[--st->nrefs];
+  lua_rawseti(L, LUA_REGISTRYINDEX, ref);
+  return ref;
+}
+
+static void unanchor(lua_State *L, rm_lhttp *h, int ref) {
+  lhttp_state *st = (lhttp_state *)h;
+  if (ref < 0) return;
+  if (st->nrefs == SPARE_REFS) {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    return;
+  }
+  lua_pushboolean(L, 0);
+  lua_rawseti(L, LUA_REGISTRYINDEX, ref);
+  st->refs[st->nrefs++] = ref;
 }
 
 /* The request object at 1. The methods hold the metatable as their upvalue:
@@ -897,7 +933,7 @@ static void page_end(lua_State *L, rm_req *r, int ud) {
     r->app->h->in_lua--;
   }
   buf_release(r);
-  luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
+  unanchor(L, r->app->h, r->ref);
   r->ref = LUA_NOREF;
 }
 
@@ -924,7 +960,7 @@ static rm_req *new_req(rm_app *a, rm_http_exchange *x) {
   r->app = a;
   r->status = 200;
   r->content_length = -1;
-  r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  r->ref = anchor(L, a->h);
   *rm_http_x_data(x) = r;
   return r;
 }
