@@ -59,22 +59,31 @@ static char *format_u64(char out[20], uint64_t n, unsigned base) {
   return p;
 }
 
-static void put_u64(rm_http_head *w, uint64_t n) {
-  char digits[20], *p = format_u64(digits, n, 10);
-  put(w, p, (size_t)(digits + 20 - p));
-}
-
+/* The status line with straight copies (a head is written per request):
+ * the status has three digits, checked. */
 void rm_http_head_begin(rm_http_head *w, char *buf, size_t cap, int status, const char *why) {
   w->buf = buf;
   w->cap = cap;
   w->len = 0;
-  w->err = status < 100 || status > 999 ? RM_EINVAL : RM_OK;
-  put(w, "HTTP/1.1 ", 9);
-  put_u64(w, status > 0 ? (uint64_t)status : 0);
-  put(w, " ", 1);
-  if (why && strpbrk(why, "\r\n")) w->err = w->err ? w->err : RM_EINVAL;
-  puts_(w, why ? why : rm_http_reason(status));
-  put(w, "\r\n", 2);
+  w->err = RM_OK;
+  if (status < 100 || status > 999 || (why && strpbrk(why, "\r\n"))) {
+    w->err = RM_EINVAL;
+    return;
+  }
+  if (!why) why = rm_http_reason(status);
+  size_t n = strlen(why);
+  if (n + 15 > cap) {
+    w->err = RM_EFULL;
+    return;
+  }
+  memcpy(buf, "HTTP/1.1 ", 9);
+  buf[9] = (char)('0' + status / 100);
+  buf[10] = (char)('0' + status / 10 % 10);
+  buf[11] = (char)('0' + status % 10);
+  buf[12] = ' ';
+  memcpy(buf + 13, why, n);
+  memcpy(buf + 13 + n, "\r\n", 2);
+  w->len = n + 15;
 }
 
 /* One bound check and straight copies: a head is written per request. */
@@ -105,15 +114,17 @@ void rm_http_head_add(rm_http_head *w, const char *name, const char *value, size
 void rm_http_head_add_lines(rm_http_head *w, const char *lines, size_t n) { put(w, lines, n); }
 
 long rm_http_head_end(rm_http_head *w, int framing, uint64_t length) {
-  if (framing == RM_HTTP_FRAME_LENGTH) {
-    put(w, "Content-Length: ", 16);
-    put_u64(w, length);
-    put(w, "\r\n", 2);
-  } else if (framing == RM_HTTP_FRAME_CHUNKED) {
-    puts_(w, "Transfer-Encoding: chunked\r\n");
-  } else if (framing != RM_HTTP_FRAME_NONE && !w->err) {
-    w->err = RM_EINVAL;
+  if (framing == RM_HTTP_FRAME_LENGTH) {   /* the field and the blank line in one put */
+    char line[40], digits[20], *p = format_u64(digits, length, 10);
+    size_t n = (size_t)(digits + 20 - p);
+    memcpy(line, "Content-Length: ", 16);
+    memcpy(line + 16, p, n);
+    memcpy(line + 16 + n, "\r\n\r\n", 4);
+    put(w, line, n + 20);
+    return w->err ? w->err : (long)w->len;
   }
+  if (framing == RM_HTTP_FRAME_CHUNKED) puts_(w, "Transfer-Encoding: chunked\r\n");
+  else if (framing != RM_HTTP_FRAME_NONE && !w->err) w->err = RM_EINVAL;
   put(w, "\r\n", 2);
   return w->err ? w->err : (long)w->len;
 }
