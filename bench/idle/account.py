@@ -8,6 +8,10 @@ prints, per connection, the growth of
                           and Lua garbage not yet collected
   Lua heap                collectgarbage("count") before and after a full
                           collection (an LSP page next to ws.lsp)
+  in use after collecting malloc's bytes in use once that page collected:
+                          live C and Lua objects only, which varies least
+                          from run to run (garbage depends on when the
+                          collector last ran)
 
 so that RSS - heap is the mappings outside malloc's heap (arrays big enough
 to be mmap'd), heap - in use the heap's holes, in use - Lua the C records.
@@ -75,6 +79,7 @@ def main():
         time.sleep(2)
         rss1, arena1 = h.rss_kib(proc.pid), malloc_arena(proc.pid, log)
         lua1 = lua_heap()
+        arena2 = malloc_arena(proc.pid, log)
         b.check_echo(socks)
         for s in socks:
             s.close()
@@ -86,6 +91,7 @@ def main():
     print("  RSS                 %6.0f" % per(rss0 * 1024, rss1 * 1024))
     print("  malloc heap         %6.0f" % per(arena0[0], arena1[0]))
     print("  malloc in use       %6.0f" % per(arena0[1], arena1[1]))
+    print("   after a collection %6.0f (live objects only: the steadiest figure)" % per(arena0[1], arena2[1]))
     print("  Lua heap            %6.0f (%.0f garbage)" % (per(lua0, lua1[0]), per(lua1[1], lua1[0])))
     print("  Lua live            %6.0f" % per(lua0, lua1[1]))
 
