@@ -30,6 +30,14 @@ enum {
   RESPONSE_MAX = 4096         /* the 101 answer we write */
 };
 
+/* Bytes read from the connection: [off, len) not yet passed to the reader.
+ * The counts live with the bytes, not in the connection's record, which
+ * an idle connection keeps without a buffer. */
+typedef struct inbuf {
+  uint32_t len, off, cap, pad;   /* pad: data starts 16-byte aligned */
+  uint8_t data[];
+} inbuf;
+
 /* Input. An idle WebSocket holds neither an input buffer nor a message
  * reader: a read borrows the spare buffer and the spare reader of the Lua
  * state. The connection keeps the buffer only while the reader has not
@@ -41,7 +49,7 @@ enum {
  * about 400 bytes less per idle connection. */
 typedef struct spare {
   rm_loop *loop;
-  uint8_t *buf;              /* IN_SIZE bytes, or NULL while lent out */
+  inbuf *buf;                /* of IN_SIZE bytes, or NULL while lent out */
   rm_ws_reader *rd;          /* an idle reader, or NULL */
 } spare;
 
@@ -74,7 +82,7 @@ typedef struct outmsg {
   unsigned char opcode;      /* RM_WS_OP_TEXT or RM_WS_OP_BINARY */
 } outmsg;
 
-/* Every connection has one, idle or not: it is kept to 88 bytes (64-bit),
+/* Every connection has one, idle or not: it is kept to 72 bytes (64-bit),
  * with the codec's configuration as its few fields (see config), and no
  * pointer to the spare (pump looks it up once per call). */
 typedef struct ws {
@@ -85,11 +93,11 @@ typedef struct ws {
   rm_ws_deflater *zd;
   keepalive *ka;             /* with the ping option, else NULL */
   terms *terms;              /* NULL: no subprotocol, no extension */
-  uint8_t *in;               /* bytes read, [in_off, in_len) not yet passed to the reader */
+  inbuf *in;                 /* bytes read, while some are not passed to the reader */
   outmsg *out;               /* a message being sent in pieces, else NULL */
   uint64_t max_frame, max_message;
-  uint32_t in_len, in_off, in_cap;
-  int close_ms, peer_code;
+  int close_ms;
+  uint16_t peer_code;
   unsigned char level;       /* zlib's compression level, 0: its default */
   unsigned is_server : 1, fragment : 1, close_sent : 1, close_received : 1;
   unsigned drained : 1;      /* the last read was short: the kernel had no more */
@@ -281,7 +289,7 @@ static const char SPARE_KEY = 0;   /* the registry key of the Lua state's spare 
 
 static int spare_gc(lua_State *L) {
   spare *p = lua_touserdata(L, 1);
-  rm_loop_free_mem(p->loop, p->buf, IN_SIZE);
+  rm_loop_free_mem(p->loop, p->buf, sizeof *p->buf + IN_SIZE);
   rm_ws_reader_free(p->rd);
   p->buf = NULL;
   p->rd = NULL;
@@ -309,11 +317,11 @@ static spare *get_spare(lua_State *L, rm_loop *loop) {
 
 /* An empty input buffer for w: the spare, or a new one. */
 static int borrow(ws *w, spare *p) {
-  w->in = p->buf ? p->buf : rm_loop_alloc(p->loop, IN_SIZE);
+  w->in = p->buf ? p->buf : rm_loop_alloc(p->loop, sizeof *w->in + IN_SIZE);
   p->buf = NULL;
-  w->in_cap = w->in ? IN_SIZE : 0;
-  w->in_off = w->in_len = 0;
-  return w->in != NULL;
+  if (!w->in) return 0;
+  *w->in = (inbuf){.cap = IN_SIZE};
+  return 1;
 }
 
 /* A reader for w: the spare one, reset, or a new one. */
@@ -331,11 +339,10 @@ static int borrow_reader(ws *w, spare *p) {
  * one already (or the buffer is the odd-sized one of the bytes that
  * followed the handshake). */
 static void settle(ws *w, spare *p) {
-  if (w->in && w->in_off == w->in_len && !(w->rd && rm_ws_reader_busy(w->rd))) {
-    if (w->in_cap == IN_SIZE && !p->buf) p->buf = w->in;
-    else rm_loop_free_mem(p->loop, w->in, w->in_cap);
+  if (w->in && w->in->off == w->in->len && !(w->rd && rm_ws_reader_busy(w->rd))) {
+    if (w->in->cap == IN_SIZE && !p->buf) p->buf = w->in;
+    else rm_loop_free_mem(p->loop, w->in, sizeof *w->in + w->in->cap);
     w->in = NULL;
-    w->in_off = w->in_len = w->in_cap = 0;
   }
   if (w->rd && rm_ws_reader_idle(w->rd)) {
     if (p->rd) rm_ws_reader_free(w->rd);
@@ -350,8 +357,9 @@ static int next_event(ws *w, spare *p, rm_ws_event *ev) {
   size_t used;
   uint8_t none[1];
   if (!w->rd && !borrow_reader(w, p)) return RM_ENOMEM;
-  int k = rm_ws_read(w->rd, w->in ? w->in + w->in_off : none, w->in_len - w->in_off, &used, ev);
-  w->in_off += used;
+  if (!w->in) return rm_ws_read(w->rd, none, 0, &used, ev);
+  int k = rm_ws_read(w->rd, w->in->data + w->in->off, w->in->len - w->in->off, &used, ev);
+  w->in->off += (uint32_t)used;
   return k;
 }
 
@@ -442,7 +450,7 @@ static int pump(lua_State *L, rm_sock *s, int why, long timeout) {
     rm_ws_event ev;
     /* Without a reader (an idle connection) there is nothing to run before
      * reading from the connection. */
-    int k = w->rd || w->in_off < w->in_len ? next_event(w, sp, &ev) : RM_WS_NEED_MORE;
+    int k = w->rd || (w->in && w->in->off < w->in->len) ? next_event(w, sp, &ev) : RM_WS_NEED_MORE;
     if (k < 0) {
       int n = fail_connection(L, s, k);
       return why == PUMP_CLOSE ? 0 : n;
@@ -469,11 +477,11 @@ static int pump(lua_State *L, rm_sock *s, int why, long timeout) {
     long n = RM_EAGAIN;
     if (!w->drained || rm_conn_pending(s->conn) > 0) {
       if (!w->in && !borrow(w, sp)) return luaL_error(L, "websocket: out of memory");
-      n = rm_conn_read(s->conn, w->in, w->in_cap);
-      w->drained = n > 0 && (uint32_t)n < w->in_cap;
+      n = rm_conn_read(s->conn, w->in->data, w->in->cap);
+      w->drained = n > 0 && (uint32_t)n < w->in->cap;
     }
     if (n > 0) {
-      w->in_len = (uint32_t)n;
+      w->in->len = (uint32_t)n;
       if (w->ka) w->ka->heard_at = rm_loop_now(s->rt->loop);
       continue;
     }
@@ -561,7 +569,7 @@ static void ws_free(rm_loop *loop, ws *w) {
   if (w->out) rm_loop_free_mem(loop, w->out, sizeof *w->out);
   rm_ws_reader_free(w->rd);
   rm_ws_deflater_free(w->zd);
-  if (w->in) rm_loop_free_mem(loop, w->in, w->in_cap);
+  if (w->in) rm_loop_free_mem(loop, w->in, sizeof *w->in + w->in->cap);
   rm_loop_free_mem(loop, w, sizeof *w);
 }
 
@@ -734,13 +742,13 @@ static int attach(lua_State *L, rm_sock *s, int server, int opts, const rm_ws_de
     return luaL_error(L, "out of memory");
   }
   if (ping > 0) w->ka = keepalive_new(loop, s, (long)ping, (long)ping_timeout);
-  if (prelen && (w->in = rm_loop_alloc(loop, prelen)) != NULL) w->in_cap = (uint32_t)prelen;
+  if (prelen && (w->in = rm_loop_alloc(loop, sizeof *w->in + prelen)) != NULL)
+    *w->in = (inbuf){.len = (uint32_t)prelen, .cap = (uint32_t)prelen};
   if ((ping > 0 && !w->ka) || (prelen && !w->in)) {
     ws_free(loop, w);
     return luaL_error(L, "out of memory");
   }
-  if (prelen) memcpy(w->in, pre, prelen);
-  w->in_len = (uint32_t)prelen;
+  if (prelen) memcpy(w->in->data, pre, prelen);
   if (s->ext && s->ext->gc) s->ext->gc(s);   /* TLS: its filter on the connection stays */
   s->ext = &ws_ext;
   s->ext_state = w;
