@@ -24,6 +24,13 @@ if not (opts.port and opts.host and opts.upstream) then
 end
 assert(opts.mode == "lua" or opts.mode == "pipe" or opts.mode == "buffer", "mode must be lua, pipe or buffer")
 
+-- Every read makes a string of up to 256 KiB that is garbage one loop turn
+-- later. In generational mode a minor collection frees it while it is young,
+-- so the allocator hands the same few blocks back, still in the CPU's cache;
+-- the incremental default lets several megabytes of dead strings build up
+-- and marks the whole heap again every few reads.
+collectgarbage("generational")
+
 -- One direction: read from source, write to sink until the source ends.
 -- Returns nil at end of stream, else the reason it failed. pair.last is when
 -- either direction last moved data: a read times out only when both are idle.
