@@ -44,9 +44,17 @@ const rm_http_header *rm__http_field(const rm_http_exchange *x, const char *name
   return rm_http_header_find(r->headers, r->nheaders, name);
 }
 
+/* Sets the timer for a wait of ms (0: none). Restarting it costs a clock
+ * read and two heap operations, so a wait that ends no earlier than the
+ * one the timer is set for leaves it alone: it fires early and on_timeout
+ * sets it again for the rest. A keep-alive connection's idle wait, begun
+ * after every answer, restarts it once per idle timeout, not per request. */
 static void set_timer(rm_http_exchange *x, unsigned ms) {
-  if (ms) rm_timer_start(x->timer, ms, 0);
-  else rm_timer_stop(x->timer);
+  if (!ms) { rm_timer_stop(x->timer); return; }
+  x->due = rm_loop_now(loop_of(x)) + ms;
+  if (rm_timer_active(x->timer) && x->timer_due <= x->due) return;
+  rm_timer_start(x->timer, ms, 0);
+  x->timer_due = x->due;
 }
 
 /* ---- answers ---- */
@@ -457,6 +465,11 @@ static const rm_conn_handler conn_handler = {NULL, on_readable, on_writable, on_
 
 static void on_timeout(rm_timer *t, void *ud) {
   rm_http_exchange *x = ud;
+  uint64_t now = rm_loop_now(loop_of(x));
+  if (now < x->due) {   /* set for an earlier wait (set_timer): the rest of this one */
+    set_timer(x, (unsigned)(x->due - now));
+    return;
+  }
   if (x->body_wait) {
     rm_loop_log(loop_of(x), RM_LOG_INFO, "http: fd %d: request body timed out", rm_conn_fd(x->conn));
     body_wait_ends(x, RM_ETIMEDOUT);

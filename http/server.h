@@ -63,6 +63,7 @@ struct rm_http_exchange {
   rm_http_slice query;            /* of the target, once routed */
   int final_close;                /* ... and the client closes after it */
   uint64_t head_since;            /* loop time of the head's first byte */
+  uint64_t due, timer_due;        /* loop time the wait ends; the timer is set for timer_due */
   int head_armed;                 /* the timer is set for that head's deadline */
   uint64_t sent;                  /* body bytes, for the access log */
   int fd;                         /* a static file being sent */

@@ -12,6 +12,7 @@ import re
 import socket
 import ssl
 import tempfile
+import time
 
 from lib import case, check, done, free_port
 from test_http import Conn, get, make_site, remove_site, serve
@@ -156,6 +157,25 @@ def main():
             check(r.status == 408, r.status)
             c.close()
             check(get(port, "/echo.lsp").body == b"0", "the server goes on")
+
+    with serve(root, "--idle-timeout", "1500") as srv:
+        port = srv.port
+
+        @case
+        def the_idle_timer_set_before_a_request_is_carried_over_not_obeyed():
+            # Answers leave the idle timer set for the earliest wait; when it
+            # fires it sets itself again for the rest of the latest one. A
+            # request 1 s after the previous (timeout 1.5 s) crosses the first
+            # deadline, and must still be answered.
+            c = Conn(port)
+            check(c.request("GET", "/n.lsp?i=1").body == b"1", "first")
+            time.sleep(1.0)
+            check(c.request("GET", "/n.lsp?i=2").body == b"2", "1 s later")
+            time.sleep(1.0)
+            check(c.request("GET", "/n.lsp?i=3").body == b"3", "past the first request's idle deadline")
+            c.sock.settimeout(10)
+            check(c.sock.recv(100) == b"", "then the idle connection is closed")
+            c.close()
 
     remove_site(root)
     remove_site(state)
