@@ -82,9 +82,21 @@ int rm_http_cookie_next(const char **cur, const char *end, rm_http_slice *name, 
   return 0;
 }
 
+/* Bytes a segment holds as they are: not '%' (decoded), '\\' or a control
+ * byte (refused by decode_segment). */
+static const unsigned char seg_special[256] = {[0 ... 0x1f] = 1, ['%'] = 1, ['\\'] = 1, [0x7f] = 1};
+
 /* Decodes one segment to out; refuses what could name another file than
- * the one the segment spells. */
+ * the one the segment spells. A segment of plain bytes (nearly every one)
+ * is copied after one look at each byte. */
 static long decode_segment(const char *seg, size_t len, char *out, size_t cap) {
+  size_t plain = 0;
+  while (plain < len && !seg_special[(unsigned char)seg[plain]]) plain++;
+  if (plain == len) {
+    if (len > cap) return RM_EFULL;
+    memcpy(out, seg, len);
+    return (long)len;
+  }
   long n = rm_http_percent_decode(seg, len, out, cap, 0), i;
   for (i = 0; i < n; i++) {
     unsigned char c = (unsigned char)out[i];

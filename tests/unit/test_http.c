@@ -490,6 +490,7 @@ static void test_paths(void) {
     {"/a%00.html", "EINVAL"}, {"/a\\..\\b", "EINVAL"}, {"/a%5c..%5cb", "EINVAL"},
     {"/..\\x", "EINVAL"}, {"a/b", "EINVAL"}, {"", "EINVAL"}, {"/a%0a", "EINVAL"},
     {"/a%zz", "EINVAL"}, {"/.hidden", "/.hidden"}, {"/a/..b", "/a/..b"}, {"/...", "/..."},
+    {"/a\x01" "b", "EINVAL"}, {"/a/b\x7f", "EINVAL"}, {"/plain/name.lsp", "/plain/name.lsp"},
   };
   char out[256];
   size_t i;
