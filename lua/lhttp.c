@@ -48,11 +48,14 @@ typedef struct rm_req {
 enum { SPARE_REFS = 64 };
 
 /* The page runner's record per Lua state: the public part, then registry
- * slots of ended requests, kept for new requests. */
+ * slots of ended requests, kept for new requests, and a registry reference
+ * to the request objects' metatable (0 until the first request):
+ * luaL_setmetatable would find it by its name each time. */
 typedef struct lhttp_state {
   rm_lhttp pub;
   int nrefs;
   int refs[SPARE_REFS];
+  int req_mt;
 } lhttp_state;
 
 static int lhttp_gc(lua_State *L) {
@@ -953,9 +956,15 @@ static int start_on_pool(lua_State *L, rm_req *r, int req);
 /* The request object of x, anchored in the registry until its page ends. */
 static rm_req *new_req(rm_app *a, rm_http_exchange *x) {
   lua_State *L = a->rt->L;
+  lhttp_state *st = (lhttp_state *)a->h;
   rm_req *r = lua_newuserdatauv(L, sizeof *r, NUV);
   memset(r, 0, sizeof *r);
-  luaL_setmetatable(L, REQ_MT);
+  if (!st->req_mt) {
+    luaL_getmetatable(L, REQ_MT);
+    st->req_mt = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, st->req_mt);
+  lua_setmetatable(L, -2);
   r->x = x;
   r->app = a;
   r->status = 200;
