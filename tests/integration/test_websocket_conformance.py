@@ -655,6 +655,11 @@ function commands.race(ws)
   ba.sleep(20)
   assert(ws:write("A3"))
 end
+function commands.thread(ws)   -- a worker thread's pieces: never suspended, the same thread each time
+  ba.thread.run(function()
+    for i = 1, 3 do assert(ws:write("T" .. i, true, i < 3)) end
+  end)
+end
 function commands.utf8(ws)
   assert(ws:write("\xc3", true, true))
   assert(ws:write("\xa9", true))
@@ -703,7 +708,8 @@ def frames_until_fin(c, count_fin=1):
 def sending_in_pieces_continuation_frames_and_no_interleaving():
     """Raw client: one message written in 3 pieces is TEXT + CONT + CONT, FIN on
     the last only; another coroutine's message waits for the end of the one in
-    progress, while a ping may go between its frames; UTF-8 may be split
+    progress, while a ping may go between its frames; a worker thread writes
+    pieces too; UTF-8 may be split
     across pieces; with deflate, RSV1 on the first frame only and one
     compressor stream across the frames."""
     port = free_port()
@@ -716,6 +722,9 @@ def sending_in_pieces_continuation_frames_and_no_interleaving():
         got = frames_until_fin(c, 2)
         check(got == [(False, 0, TEXT, b"A1"), (True, 0, PING, b"mid"), (False, 0, CONT, b"A2"),
                       (True, 0, CONT, b"A3"), (True, 0, TEXT, b"B")], repr(got))
+        c.send(TEXT, b"thread")
+        got = frames_until_fin(c)
+        check(got == [(False, 0, TEXT, b"T1"), (False, 0, CONT, b"T2"), (True, 0, CONT, b"T3")], repr(got))
         c.send(TEXT, b"utf8")
         got = [c.message()[1] for _ in range(3)]
         check(got == ["é".encode(), "abc€".encode(), b"caught true"], repr(got))
