@@ -437,8 +437,10 @@ static void wait_timeout(rm_timer *t, void *ud) {
 int rm_co_suspend(lua_State *L, rm_co *co, int why, rm_sock *on, long timeout_ms,
                   lua_KFunction k, lua_KContext ctx) {
   if (co->rt->shutting_down) {   /* nothing will wake it again */
-    if (co->on_wake) co->on_wake(co);   /* the caller registered the wait: undone as a wake would */
+    co->wait_sock = on;   /* the caller registered the wait: undone as a wake would */
+    if (co->on_wake) co->on_wake(co);
     co->on_wake = NULL;
+    co->wait_sock = NULL;
     if (co->flags & RM_CO_SHUTDOWN_SEEN)
       return luaL_error(L, "sysshutdown: the process is stopping; this coroutine must end");
     co->flags |= RM_CO_SHUTDOWN_SEEN;

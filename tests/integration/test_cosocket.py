@@ -346,6 +346,32 @@ def time_client_and_server_examples():
         check(code == 0 and re.search(r"time: \d{4}-\d\d-\d\d", out), out)
 
 
+LATE_WAIT_SCRIPT = r"""
+local port = tonumber(arg[1])
+ba.socket.bind(port):event(function(l)
+  local c = l:accept()
+  c:event(function(s)
+    print("read", s:read())
+    print("connect after shutdown", pcall(ba.socket.connect, "127.0.0.1", port, {timeout = 1000}))
+  end, "s")
+end)
+print("ready")
+"""
+
+
+@case
+def a_wait_begun_after_shutdown_ends_cleanly():
+    port = free_port()
+    with Remora(LATE_WAIT_SCRIPT, args=[port], ready="ready") as r:
+        s = socket.create_connection(("127.0.0.1", port))
+        time.sleep(0.2)
+        code = r.stop()
+        s.close()
+        check(code == 0, "exit %s:\n%s" % (code, r.log()))
+        check("read\tnil\tsysshutdown" in r.log() and "connect after shutdown\tfalse\tsysshutdown" in r.log(),
+              r.log())
+
+
 GUARD_SCRIPT = r"""
 local victim, t0 = nil, ba.clock()
 ba.timer(function()
