@@ -22,7 +22,9 @@
 
 enum {
   HEAD_MAX = 2048,            /* our own response heads */
-  IN_SIZE = 4096,             /* a connection's first input buffer */
+  IN_SIZE = 8 * 1024,         /* a connection's input buffer: READ_RESERVE, which make_room
+                                 * wants free before a read (at 4 KiB, every new connection
+                                 * grew its buffer at once, and its record was not kept) */
   SPARE_CONNS = 16,           /* records of closed connections kept for new ones */
   READ_RESERVE = 8 * 1024,    /* free input space kept for a body's chunk lines */
   STREAM_PIECE = 64 * 1024,   /* a streamed body is handed over in pieces up to this */
