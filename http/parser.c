@@ -300,6 +300,17 @@ static int has(const rm_http_header *h, const char *token) {
   return rm_http_has_token(h->value, h->value_len, token);
 }
 
+/* The Connection field's options, in one walk over its list. */
+static void connection_options(const rm_http_header *h, int *close, int *keep, int *upgrade) {
+  const char *cur = h->value, *end = h->value + h->value_len;
+  rm_http_slice item;
+  while (rm__http_list_next(&cur, end, &item)) {
+    *close |= rm__http_ieq(item.p, item.len, "close");
+    *keep |= rm__http_ieq(item.p, item.len, "keep-alive");
+    *upgrade |= rm__http_ieq(item.p, item.len, "upgrade");
+  }
+}
+
 /* The field is name (lower case): the length first, which rules out most
  * names without looking at their bytes. */
 static int is_field(const rm_http_header *h, const char *name) {
@@ -318,9 +329,7 @@ static int analyze(rm_http_parser *p) {
       te = 1;
       if ((err = add_codings(p, h)) < 0) return err;
     } else if (is_field(h, "connection")) {
-      close |= has(h, "close");
-      keep |= has(h, "keep-alive");
-      upgrade |= has(h, "upgrade");
+      connection_options(h, &close, &keep, &upgrade);
     } else if (is_field(h, "host")) {
       hosts++;
     } else if (is_field(h, "expect")) {
