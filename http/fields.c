@@ -26,14 +26,15 @@ int rm__http_hex(unsigned char c) {
   return -1;
 }
 
-static int lower(unsigned char c) {
-  return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
-}
-
+/* Equal bytes are the common case (a literal matched against what a client
+ * sent), decided before any case folding. */
 int rm__http_ieq(const char *s, size_t len, const char *lit) {
   size_t i;
-  for (i = 0; i < len; i++)
-    if (lit[i] == '\0' || lower((unsigned char)s[i]) != lower((unsigned char)lit[i])) return 0;
+  for (i = 0; i < len; i++) {
+    unsigned char a = (unsigned char)s[i], b = (unsigned char)lit[i];
+    if (a == b && b) continue;
+    if (b == '\0' || (a | 0x20) != (b | 0x20) || (unsigned)((a | 0x20) - 'a') > 'z' - 'a') return 0;
+  }
   return lit[len] == '\0';
 }
 

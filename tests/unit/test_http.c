@@ -384,6 +384,18 @@ static void test_value_bytes(void) {
   CHECK(rm_http_head_end(&w, RM_HTTP_FRAME_NONE, 0) > 0 && strstr(head, "A: one\ttwo three \x80\xff four\r\n"));
 }
 
+/* Names compare without case, and only letters fold: '[' is not '{'. */
+static void test_case_folding(void) {
+  const rm_http_header h[] = {{"Content-LENGTH", 14, "1", 1}, {"[", 1, "2", 1}, {"a\0", 2, "3", 1}};
+  CHECK(rm_http_header_find(h, 3, "content-length") == &h[0]);
+  CHECK(rm_http_header_find(h, 3, "content-lengt") == NULL);
+  CHECK(rm_http_header_find(h, 3, "{") == NULL);
+  CHECK(rm_http_header_find(h, 3, "[") == &h[1]);
+  CHECK(rm_http_header_find(h, 3, "a") == NULL);
+  CHECK(rm_http_has_token("foo, Keep-Alive", 15, "keep-alive"));
+  CHECK(!rm_http_has_token("foo, Keep-Alivf", 15, "keep-alive"));
+}
+
 static void test_head_writer(void) {
   char buf[256], small[20];
   rm_http_head w;
@@ -770,6 +782,7 @@ int main(int argc, char **argv) {
   RUN(test_flags);
   RUN(test_errors_stick);
   RUN(test_value_bytes);
+  RUN(test_case_folding);
   RUN(test_head_writer);
   RUN(test_dates);
   RUN(test_percent);
