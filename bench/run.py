@@ -50,7 +50,10 @@ def setup():
 
 
 def entry(name):
-    for script, runner in (("bench.py", sys.executable), ("bench.sh", "sh"), ("run.sh", "sh")):
+    # Debian's Python has the modules the scripts use (numpy, websockets),
+    # whichever Python runs this file.
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    for script, runner in (("bench.py", python), ("bench.sh", "sh"), ("run.sh", "sh")):
         path = os.path.join(HERE, name, script)
         if os.path.exists(path):
             return [runner, path]
