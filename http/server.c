@@ -87,8 +87,9 @@ int rm__http_send_head(rm_http_exchange *x, int status, const rm_http_header *fi
   rm_http_head_begin(&w, buf, sizeof buf, status, NULL);
   rm_http_head_add_lines(&w, own, own_len);
   for (size_t i = 0; i < n; i++) rm_http_head_add(&w, fields[i].name, fields[i].value, fields[i].value_len);
-  if (x->must_close) rm_http_head_add(&w, "Connection", "close", 5);
-  else if (r->minor == 0) rm_http_head_add(&w, "Connection", "keep-alive", 10);
+  static const char close_line[] = "Connection: close\r\n", keep_line[] = "Connection: keep-alive\r\n";
+  if (x->must_close) rm_http_head_add_lines(&w, close_line, sizeof close_line - 1);   /* ours: unchecked */
+  else if (r->minor == 0) rm_http_head_add_lines(&w, keep_line, sizeof keep_line - 1);
   /* 1xx, 204 and 304 carry no body and no framing. */
   int bodyless = status == 204 || status == 304 || status < 200;
   long hl = rm_http_head_end(&w, bodyless ? RM_HTTP_FRAME_NONE : framing, length);

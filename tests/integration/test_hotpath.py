@@ -97,6 +97,17 @@ def main():
             c.close()
 
         @case
+        def the_server_own_connection_lines():
+            c = Conn(port)
+            c.send("GET /n.lsp?i=7 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            r = c.read_response()
+            check(r.body == b"7" and r.header("connection") == "keep-alive", r.raw_head)
+            c.send("GET /n.lsp?i=8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            r = c.read_response()
+            check(r.body == b"8" and r.header("connection") == "close", r.raw_head)
+            c.close()
+
+        @case
         def a_page_closure_keeps_its_own_expired_request():
             check(get(port, "/keep.lsp").body == b"kept", "keep.lsp")
             r = get(port, "/use.lsp")
