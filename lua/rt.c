@@ -180,38 +180,57 @@ void rm_rt_log_error(rm_rt *rt, lua_State *co, const char *what) {
   lua_pop(L, 1);
 }
 
-typedef struct sync_call {
-  void (*fn)(rm_rt *, void *);
-  void *ud;
+/* A worker waits for the dispatcher to say done, the Lua lock released. */
+typedef struct latch {
   int done;
   pthread_mutex_t mu;
   pthread_cond_t cv;
+} latch;
+
+static void latch_init(latch *l) {
+  l->done = 0;
+  pthread_mutex_init(&l->mu, NULL);
+  pthread_cond_init(&l->cv, NULL);
+}
+
+static void latch_open(latch *l) {
+  pthread_mutex_lock(&l->mu);
+  l->done = 1;
+  pthread_cond_signal(&l->cv);
+  pthread_mutex_unlock(&l->mu);
+}
+
+/* Waits (when armed: what opens it was posted) and frees the latch. */
+static void latch_wait(rm_rt *rt, latch *l, int armed) {
+  if (armed) {
+    rm_rt_leave(rt);
+    pthread_mutex_lock(&l->mu);
+    while (!l->done) pthread_cond_wait(&l->cv, &l->mu);   /* the loop runs posts even at shutdown */
+    pthread_mutex_unlock(&l->mu);
+    rm_rt_enter(rt);
+  }
+  pthread_mutex_destroy(&l->mu);
+  pthread_cond_destroy(&l->cv);
+}
+
+typedef struct sync_call {
+  void (*fn)(rm_rt *, void *);
+  void *ud;
+  latch done;
 } sync_call;
 
 static void run_sync(rm_rt *rt, void *ud) {
   sync_call *c = ud;
   c->fn(rt, c->ud);
-  pthread_mutex_lock(&c->mu);
-  c->done = 1;
-  pthread_cond_signal(&c->cv);
-  pthread_mutex_unlock(&c->mu);
+  latch_open(&c->done);
 }
 
 int rm_rt_on_loop_wait(rm_rt *rt, void (*fn)(rm_rt *, void *), void *ud) {
   if (rm_loop_on_thread(rt->loop)) { fn(rt, ud); return RM_OK; }
   sync_call c = {.fn = fn, .ud = ud};
-  pthread_mutex_init(&c.mu, NULL);
-  pthread_cond_init(&c.cv, NULL);
+  latch_init(&c.done);
   int rc = rm_rt_on_loop(rt, run_sync, &c);
-  if (rc == RM_OK) {
-    rm_rt_leave(rt);
-    pthread_mutex_lock(&c.mu);
-    while (!c.done) pthread_cond_wait(&c.cv, &c.mu);  /* the loop runs posts even at shutdown */
-    pthread_mutex_unlock(&c.mu);
-    rm_rt_enter(rt);
-  }
-  pthread_mutex_destroy(&c.mu);
-  pthread_cond_destroy(&c.cv);
+  latch_wait(rt, &c.done, rc == RM_OK);
   return rc;
 }
 
@@ -240,9 +259,8 @@ int rm_rt_delegate(lua_State *L, lua_CFunction f) { return rm_rt_delegate_n(L, f
 typedef struct co_call {
   lua_State *L;          /* the worker's, holding f's arguments until the start */
   lua_CFunction f;
-  int nargs, status, ref, done;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
+  int nargs, status, ref;
+  latch done;            /* opened when the coroutine has ended */
 } co_call;
 
 static int co_call_k(lua_State *L, int status, lua_KContext ctx) {
@@ -268,11 +286,7 @@ static int co_call_body(lua_State *L) {
 
 /* The coroutine ended (or was killed before its results): the worker goes on. */
 static void co_call_done(rm_co *co, int result) {
-  co_call *c = co->data;
-  pthread_mutex_lock(&c->mu);
-  c->done = 1;
-  pthread_cond_signal(&c->cv);
-  pthread_mutex_unlock(&c->mu);
+  latch_open(&((co_call *)co->data)->done);
 }
 
 static void co_call_start(rm_rt *rt, void *ud) {
@@ -289,18 +303,9 @@ static void co_call_start(rm_rt *rt, void *ud) {
 int rm_rt_delegate_co(lua_State *L, lua_CFunction f, int nargs) {
   rm_rt *rt = rm_rt_get(L);
   co_call c = {.L = L, .f = f, .nargs = nargs, .status = LUA_OK, .ref = LUA_NOREF};
-  pthread_mutex_init(&c.mu, NULL);
-  pthread_cond_init(&c.cv, NULL);
+  latch_init(&c.done);
   int rc = rm_rt_on_loop_wait(rt, co_call_start, &c);
-  if (rc == RM_OK) {
-    rm_rt_leave(rt);
-    pthread_mutex_lock(&c.mu);
-    while (!c.done) pthread_cond_wait(&c.cv, &c.mu);   /* shutdown ends the coroutine too */
-    pthread_mutex_unlock(&c.mu);
-    rm_rt_enter(rt);
-  }
-  pthread_mutex_destroy(&c.mu);
-  pthread_cond_destroy(&c.cv);
+  latch_wait(rt, &c.done, rc == RM_OK);   /* shutdown ends the coroutine too */
   if (rc != RM_OK) return luaL_error(L, "out of memory");
   if (c.ref == LUA_NOREF) return rm_push_error(L, "sysshutdown");
   lua_rawgeti(L, LUA_REGISTRYINDEX, c.ref);
