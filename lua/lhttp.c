@@ -66,21 +66,7 @@ static int lhttp_gc(lua_State *L) {
 }
 
 rm_lhttp *rm_lhttp_get(lua_State *L) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &H_KEY) == LUA_TUSERDATA) {
-    rm_lhttp *h = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return h;
-  }
-  lua_pop(L, 1);
-  lhttp_state *st = lua_newuserdatauv(L, sizeof *st, 0);
-  memset(st, 0, sizeof *st);
-  rm_lhttp *h = &st->pub;
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, lhttp_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &H_KEY);
-  return h;
+  return &((lhttp_state *)rm_rt_record(L, &H_KEY, sizeof(lhttp_state), lhttp_gc))->pub;
 }
 
 void rm_lhttp_set_default_server(rm_rt *rt, rm_http_server *s) {

@@ -161,21 +161,7 @@ static int cache_gc(lua_State *L) {
 }
 
 static lsp_cache *cache_of(lua_State *L) {
-  lsp_cache *c;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CACHE_KEY) == LUA_TUSERDATA) {
-    c = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return c;
-  }
-  lua_pop(L, 1);
-  c = lua_newuserdatauv(L, sizeof *c, 0);
-  memset(c, 0, sizeof *c);
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, cache_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &CACHE_KEY);
-  return c;
+  return rm_rt_record(L, &CACHE_KEY, sizeof(lsp_cache), cache_gc);
 }
 
 /* Hashes the length and the last 16 bytes only: the names of an app's

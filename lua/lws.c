@@ -297,21 +297,8 @@ static int spare_gc(lua_State *L) {
 }
 
 static spare *get_spare(lua_State *L, rm_loop *loop) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &SPARE_KEY) == LUA_TNIL) {
-    lua_pop(L, 1);
-    spare *p = lua_newuserdatauv(L, sizeof *p, 0);
-    p->loop = loop;
-    p->buf = NULL;
-    p->rd = NULL;
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, spare_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &SPARE_KEY);
-  }
-  spare *p = lua_touserdata(L, -1);
-  lua_pop(L, 1);
+  spare *p = rm_rt_record(L, &SPARE_KEY, sizeof(spare), spare_gc);
+  p->loop = loop;   /* one loop per state: the same every time */
   return p;
 }
 

@@ -15,6 +15,24 @@ rm_rt *rm_rt_get(lua_State *L) {
 
 static rm_co **co_slot(lua_State *L) { return (rm_co **)lua_getextraspace(L); }
 
+void *rm_rt_record(lua_State *L, const void *key, size_t size, lua_CFunction gc) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) != LUA_TUSERDATA) {
+    lua_pop(L, 1);
+    memset(lua_newuserdatauv(L, size, 0), 0, size);
+    if (gc) {
+      lua_createtable(L, 0, 1);
+      lua_pushcfunction(L, gc);
+      lua_setfield(L, -2, "__gc");
+      lua_setmetatable(L, -2);
+    }
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+  }
+  void *p = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return p;
+}
+
 /* coroutine.resume and coroutine.close refuse a coroutine remora runs: one
  * suspended in a binding would wake early with the caller's values (and be
  * resumed again, dead, when its wait ended), one closed would leave its

@@ -94,6 +94,10 @@ struct rm_rt {
 };
 
 rm_rt *rm_rt_get(lua_State *L);
+/* A module's C record for this Lua state: size zeroed bytes kept in the
+ * registry under key, made on the first call; gc (may be NULL) runs when
+ * the state closes. */
+void *rm_rt_record(lua_State *L, const void *key, size_t size, lua_CFunction gc);
 /* The remora coroutine running L if L may be suspended here, else NULL. */
 rm_co *rm_co_current(lua_State *L);
 /* Makes a coroutine of fn(args...) (the function and nargs values on top of
