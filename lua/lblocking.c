@@ -80,25 +80,28 @@ static int filtered_try(lua_State *L) {
   return 1;
 }
 
-/* A TLS socket on a worker: each try is delegated to the dispatcher (the
- * filter may also hold decrypted bytes the socket no longer reports); in
- * between, the worker waits for the raw socket with the lock released. */
-static int filtered_read(lua_State *L, rm_sock *s, uint64_t deadline) {
-  int fd = rm_conn_fd(s->conn);
-  const char *err = NULL;
-  s->xusers++;
-  for (;;) {
-    lua_pushvalue(L, 1);
-    rm_rt_delegate_n(L, filtered_try, 1);
-    if (lua_type(L, -1) == LUA_TSTRING) break;
-    lua_Integer code = lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    if (code) { err = code == RM_ECLOSED ? "socketclosed" : "socketreadfailed"; break; }
-    int w = wait_fd(s->rt, s, fd, POLLIN, deadline);
-    if (w != W_READY) { err = wait_error(w); break; }
-  }
-  release(L, s, err && strcmp(err, "timeout") != 0 && strcmp(err, "sysshutdown") != 0);
-  return err ? rm_push_error(L, err) : 1;   /* the data is on top */
+/* One try at reading s on a worker: 1 with the data pushed, 0 when nothing
+ * came yet, -1 with *err set. */
+static int try_plain(lua_State *L, rm_sock *s, const char **err) {
+  char buf[READ_CHUNK];
+  ssize_t n = recv(rm_conn_fd(s->conn), buf, sizeof buf, MSG_DONTWAIT);
+  if (n > 0) { lua_pushlstring(L, buf, (size_t)n); return 1; }
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
+  *err = n == 0 ? "socketclosed" : "socketreadfailed";
+  return -1;
+}
+
+/* The same for a TLS socket: the try is delegated to the dispatcher (the
+ * filter may also hold decrypted bytes the socket no longer reports). */
+static int try_filtered(lua_State *L, rm_sock *s, const char **err) {
+  lua_pushvalue(L, 1);
+  rm_rt_delegate_n(L, filtered_try, 1);
+  if (lua_type(L, -1) == LUA_TSTRING) return 1;
+  lua_Integer code = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  if (!code) return 0;
+  *err = code == RM_ECLOSED ? "socketclosed" : "socketreadfailed";
+  return -1;
 }
 
 int rm_sock_worker_read(lua_State *L, rm_sock *s) {
@@ -108,24 +111,17 @@ int rm_sock_worker_read(lua_State *L, rm_sock *s) {
   if (s->kind == RM_SK_LISTEN) return luaL_error(L, "read: a listening socket accepts, it does not read");
   if (s->kind != RM_SK_TCP || s->close_pending) return rm_push_error(L, "socketclosed");
   if (s->reader) return luaL_error(L, "read: a coroutine is already reading this socket");
-  if (rm_conn_filter_state(s->conn)) return filtered_read(L, s, deadline);
-  char buf[READ_CHUNK];
+  int (*try)(lua_State *, rm_sock *, const char **) = rm_conn_filter_state(s->conn) ? try_filtered : try_plain;
   int fd = rm_conn_fd(s->conn);
   const char *err = NULL;
-  ssize_t n;
   s->xusers++;
-  for (;;) {
-    n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-    if (n > 0) break;
-    if (n == 0) { err = "socketclosed"; break; }
-    if (errno != EAGAIN && errno != EINTR) { err = "socketreadfailed"; break; }
+  while (!try(L, s, &err)) {   /* between tries the raw socket is awaited, the lock released */
     int w = wait_fd(s->rt, s, fd, POLLIN, deadline);
     if (w != W_READY) { err = wait_error(w); break; }
   }
   /* A timeout leaves the socket open; end of stream and errors close it. */
   release(L, s, err && strcmp(err, "timeout") != 0 && strcmp(err, "sysshutdown") != 0);
-  if (!err) { lua_pushlstring(L, buf, (size_t)n); return 1; }
-  return rm_push_error(L, err);
+  return err ? rm_push_error(L, err) : 1;   /* the data is on top */
 }
 
 /* A cosocket (owned by a coroutine in "s" mode) takes a worker's data into
