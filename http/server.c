@@ -83,7 +83,9 @@ int rm__http_send_head(rm_http_exchange *x, int status, const rm_http_header *fi
   size_t own_len = own_lines(x->srv, &own);
   rm_loop_update_time(loop_of(x));
   if (!(r->flags & RM_HTTP_KEEP_ALIVE)) x->must_close = 1;
-  if (x->lazy && !x->complete) x->must_close = 1;   /* a body not read yet may stay unread */
+  /* A body not read yet may stay unread: it would be in the way of the next
+   * request, so the connection closes after this answer. */
+  if (x->lazy && !x->complete) x->must_close = 1;
   rm_http_head_begin(&w, buf, sizeof buf, status, NULL);
   rm_http_head_add_lines(&w, own, own_len);
   for (size_t i = 0; i < n; i++) rm_http_head_add(&w, fields[i].name, fields[i].value, fields[i].value_len);
@@ -185,7 +187,6 @@ static void next_request(rm_http_exchange *x) {
 void rm__http_done(rm_http_exchange *x) {
   access_log(x);
   rm__http_static_end(x);
-  if (x->lazy && !x->complete) x->must_close = 1;   /* the rest of its body is in the way */
   if (x->must_close || rm_conn_is_broken(x->conn)) {
     /* The client asked to close after a request read whole, with nothing
      * after it: it sends no more, so no lingering for its end of stream
