@@ -102,6 +102,7 @@ static void usage(FILE *f) {
     "  --idle-timeout MS           keep-alive wait for the next request (default 15000)\n"
     "  --body-timeout MS           silence allowed while a body arrives (default 30000)\n"
     "  --no-gzip                   never compress files on the fly\n"
+    "  --gzip-max BYTES            compress files up to this size on the fly (default 8 MiB)\n"
     "  --threads N                 worker threads for ba.thread (default: per CPU)\n"
     "  --pages-on-pool             run pages on the worker pool instead of the dispatcher\n"
     "  -h, --help                  this text\n"
@@ -249,6 +250,7 @@ static int parse_args(runner *r, options *o, int argc, char **argv) {
       i++;
     } else if (!strcmp(a, "--dev")) {
       o->dev = 1;
+    } else if (!strcmp(a, "--gzip-max")) { NEED(1); o->http.gzip_max = strtoull(argv[++i], NULL, 10);
     } else if (!strcmp(a, "--no-gzip")) {
       o->http.no_gzip = 1;
     } else if (!strcmp(a, "--pages-on-pool")) {

@@ -275,6 +275,11 @@ def main():
         check(r.status == 200 and r.body == b"" and r.header("content-encoding") == "gzip", r.headers)
         check(c.request("GET", "/a.txt").body == b"alpha\n", "the connection goes on")
         c.close()
+        with serve(root, "--gzip-max", str(len(text) - 1)) as small:   # one byte past the bound: as it is
+            r = get(small.port, "/long.txt", {"Accept-Encoding": "gzip"})
+            check(r.header("content-encoding") is None and r.body == text, "past gzip-max: identity")
+            r = get(small.port, "/text.txt", {"Accept-Encoding": "gzip"})
+            check(r.header("content-encoding") == "gzip", "under it: compressed")
         c = Conn(port)
         c.send("GET /long.txt HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n")
         r = c.read_response()

@@ -5,6 +5,7 @@ body can fail gets its answer: 413 past the limits, nil "timeout" after
 body_timeout of silence, a body left unread closes the connection."""
 import hashlib
 import os
+import re
 import socket
 import subprocess
 import time
@@ -111,6 +112,23 @@ def main():
         got = recv_all(s)
         check(got.startswith(b"HTTP/1.1 200") and b"Connection: close" in got, got[:200])
         s.close()
+
+    @case
+    def a_chunked_stream_past_max_upload_is_cut():
+        small = serve(root, "--max-upload", "100000")
+        with small:
+            s = socket.create_connection(("127.0.0.1", small.port), timeout=10)
+            s.sendall(b"POST /cut.lsp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(8):   # 8 x 16 KiB: past 100,000 bytes
+                s.sendall(b"4000\r\n" + b"z" * 0x4000 + b"\r\n")
+            got = recv_all(s)
+            s.close()
+            deadline = time.time() + 10
+            while "cut page: got" not in small.log() and time.time() < deadline:
+                time.sleep(0.05)
+            m = re.search(r"cut page: got (\d+) then (\w+)", small.log())
+            check(m and int(m.group(1)) <= 100000 and m.group(2) == "badbody", small.log()[-400:])
+            check(b"Connection: close" in got, got[:200])
 
     @case
     def a_body_left_unread_closes_the_connection_after_the_answer():
