@@ -170,7 +170,6 @@ static int set_size(rm_screen *s, int w, int h)
   }
   memset(s->damaged, 1, tiles);
   s->any_damage = 1;
-  s->nurgent = 0;
   if (s->shm && shm_create(s) < 0) s->shm = 0;
   return RM_OK;
 }
@@ -284,74 +283,12 @@ static int damaged_box(const rm_screen *s, int *tx0, int *ty0, int *tx1, int *ty
 static int grab(rm_screen *s)
 {
   int changed, tx0, ty0, tx1, ty1;
-  s->any_damage = s->big_damage = s->nurgent = 0;
+  s->any_damage = 0;
   if (!damaged_box(s, &tx0, &ty0, &tx1, &ty1)) return 0;
   changed = grab_box(s, tx0 * T, ty0 * T, (tx1 + 1) * T < s->w ? (tx1 + 1) * T : s->w,
                      (ty1 + 1) * T < s->h ? (ty1 + 1) * T : s->h, 1);
   memset(s->damaged, 0, (size_t)s->ntx * s->nty);
   return changed;
-}
-
-/* Small damage (a typed character, a cursor) while something big is being
- * drawn (a terminal scrolling the whole screen) is grabbed on its own first:
- * a few pixels the X server sends at once, and a small update the viewer
- * paints before the big one. The big damage stays marked for the next grab,
- * which looks at these tiles again. Returns 1 if the small box changed. */
-/* The focused window's box on the screen, where a key's echo is drawn; the
- * whole screen when the focus follows the pointer or the window is gone. */
-static void focus_box(rm_screen *s, int *box)
-{
-  Window w, root, child;
-  int revert, x, y;
-  unsigned ww, wh, border, depth;
-  box[0] = box[1] = 0, box[2] = s->w, box[3] = s->h;
-  XGetInputFocus(s->dpy, &w, &revert);
-  if (w == None || w == PointerRoot || w == s->root) return;
-  if (!XGetGeometry(s->dpy, w, &root, &x, &y, &ww, &wh, &border, &depth) ||
-      !XTranslateCoordinates(s->dpy, w, s->root, 0, 0, &x, &y, &child))
-    return;
-  box[0] = x, box[1] = y, box[2] = x + (int)ww, box[3] = y + (int)wh;
-}
-
-/* Grabs the urgent boxes, cut to the focused window (small things drawn
- * elsewhere, such as another terminal's cursor, are not the echo). */
-static int grab_urgent(rm_screen *s)
-{
-  int changed = 0, f[4];
-  if (s->nurgent && s->big_damage) {
-    focus_box(s, f);
-    for (int i = 0; i < s->nurgent; i++) {
-      int *u = s->urgent[i];
-      int x0 = u[0] > f[0] ? u[0] : f[0], y0 = u[1] > f[1] ? u[1] : f[1];
-      int x1 = u[2] < f[2] ? u[2] : f[2], y1 = u[3] < f[3] ? u[3] : f[3];
-      if (x0 < x1 && y0 < y1) changed |= grab_box(s, x0, y0, x1, y1, 0);
-    }
-  }
-  s->nurgent = 0;
-  return changed;
-}
-
-/* Notes small damage soon after input as urgent: joined to a box it
- * touches (within a tile), else in a box of its own while there is room
- * (else it simply waits for the big grab). */
-static void mark_urgent(rm_screen *s, int x, int y, int x1, int y1)
-{
-  int i = 0, *u;
-  for (; i < s->nurgent; i++) {
-    u = s->urgent[i];
-    if (x <= u[2] + T && x1 >= u[0] - T && y <= u[3] + T && y1 >= u[1] - T) break;
-  }
-  if (i == RM__URGENT_BOXES) return;
-  u = s->urgent[i];
-  if (i == s->nurgent) {
-    s->nurgent++;
-    u[0] = x, u[1] = y, u[2] = x1, u[3] = y1;
-    return;
-  }
-  if (x < u[0]) u[0] = x;
-  if (y < u[1]) u[1] = y;
-  if (x1 > u[2]) u[2] = x1;
-  if (y1 > u[3]) u[3] = y1;
 }
 
 static void mark_damage(rm_screen *s, int x, int y, int w, int h)
@@ -367,10 +304,6 @@ static void mark_damage(rm_screen *s, int x, int y, int w, int h)
   for (int ty = ty0; ty <= ty1; ty++)
     memset(s->damaged + ty * s->ntx + tx0, 1, (size_t)(tx1 - tx0 + 1));
   s->any_damage = 1;
-  if ((long)w * h > RM__URGENT_AREA)
-    s->big_damage = 1;
-  else if (rm__now_ms() - s->input_ms < RM__ECHO_MS)
-    mark_urgent(s, x, y, x + w < s->w ? x + w : s->w, y + h < s->h ? y + h : s->h);
 }
 
 /* Handles one event; returns the new root size through *nw, *nh on a resize. */
@@ -393,6 +326,7 @@ int rm_screen_drain(rm_screen *s)
 {
   int nw = s->w, nh = s->h, rc;
   if (s->dead) return RM_EIO;
+  s->drain_seq = atomic_fetch_add(&s->seq, 1) + 1; /* before the events: see rm_screen */
   while (!s->dead && XPending(s->dpy)) {
     XEvent ev;
     XNextEvent(s->dpy, &ev);
@@ -407,29 +341,22 @@ int rm_screen_drain(rm_screen *s)
   return s->any_damage || s->resized;
 }
 
-static int grab_damage(rm_screen *s, int urgent_first)
+int rm_screen_grab(rm_screen *s)
 {
   int resized = s->resized;
   if (s->dead) return RM_EIO;
   s->resized = 0;
+  s->fb_seq = s->drain_seq;
   if (!s->any_damage) return resized;
   /* Raw reports never need the server's region: drop it so it cannot grow. */
   if (s->damage_event >= 0) XDamageSubtract(s->dpy, s->damage, None, None);
-  /* Every other grab at most: the big damage must not wait for ever. */
-  if (urgent_first && !resized && !s->urgent_last && grab_urgent(s)) return s->urgent_last = 1;
-  s->urgent_last = 0;
   return grab(s) || resized;
-}
-
-int rm_screen_grab(rm_screen *s)
-{
-  return grab_damage(s, 1);
 }
 
 int rm_screen_poll(rm_screen *s)
 {
   int rc = rm_screen_drain(s);
-  return rc <= 0 ? rc : grab_damage(s, 0);
+  return rc <= 0 ? rc : rm_screen_grab(s);
 }
 
 static int open_fail(rm_screen *s, int rc, char *err, size_t errlen, const char *why)

@@ -359,6 +359,22 @@ static int indexed(rm__encoder *e, const uint32_t *px, int stride, int w, int h,
   return rm__buf_put(out, e->zout.p, e->zout.len) < 0 ? RM_ENOMEM : RM_SCREEN_INDEXED_Z;
 }
 
+/* Encodings whose payload length is not implied by the rectangle. */
+static int sized(int enc)
+{
+  return enc == RM_SCREEN_PNG || enc == RM_SCREEN_JPEG || enc == RM_SCREEN_INDEXED_Z;
+}
+
+int rm__put_rect(rm__buf *b, int enc, int x, int y, int w, int h, const uint8_t *pay, size_t n)
+{
+  uint8_t e = (uint8_t)enc;
+  if (rm__buf_put(b, &e, 1) < 0 || rm__buf_varint(b, (uint32_t)x) < 0 || rm__buf_varint(b, (uint32_t)y) < 0 ||
+      rm__buf_varint(b, (uint32_t)w) < 0 || rm__buf_varint(b, (uint32_t)h) < 0 ||
+      (sized(enc) && rm__buf_varint(b, (uint32_t)n) < 0))
+    return RM_ENOMEM;
+  return rm__buf_put(b, pay, n);
+}
+
 void rm__encoder_forget(rm__encoder *e)
 {
   e->last.n = 0;

@@ -264,7 +264,7 @@ int rm_screen_input(rm_screen *s, const uint8_t *msg, size_t len, uint8_t *reply
   }
   rc = dispatch(s, msg, len, reply, reply_len, why);
   if (rc == RM_OK && (msg[0] == RM_SCREEN_IN_KEY || msg[0] == RM_SCREEN_IN_BUTTON))
-    s->input_ms = rm__now_ms(); /* what is drawn next, if small, is its echo: urgent (capture.c) */
+    atomic_store(&s->input_ms, rm__now_ms()); /* what is drawn next, if small, is its echo (echo.c) */
   XFlush(s->dpy);
   return rc;
 }

@@ -2,15 +2,17 @@
 #ifndef REMORA_SCREEN_INTERNAL_H
 #define REMORA_SCREEN_INTERNAL_H
 
+#include <stdatomic.h>
 #include <X11/Xlib.h>
 #include <X11/extensions/XShm.h>
 #include "screen/screen.h"
 
 #define RM__PRESSED_MAX 16  /* keys held down at once that we remember */
 #define RM__KEY_FIELD_MAX 32 /* longest KeyboardEvent .code or .key accepted, in bytes */
-#define RM__URGENT_AREA 4096  /* damage this small (pixels) soon after input is urgent: its echo */
-#define RM__ECHO_MS 250       /* ...within this long of a key or button */
-#define RM__URGENT_BOXES 4
+#define RM__ECHO_AREA 4096  /* damage this small (pixels) soon after input is its echo (echo.c) */
+#define RM__ECHO_MS 250     /* ...within this long of a key or button */
+#define RM__ECHO_BOXES 4    /* separate echo boxes per overlay; more are joined */
+#define RM__ECHO_MAX (4 * RM__ECHO_AREA) /* a box grown past this is not an echo */
 
 /* A growable byte buffer through the layer's allocator. */
 typedef struct rm__buf {
@@ -56,11 +58,16 @@ struct rm_screen {
   uint8_t *damaged;   /* ntx*nty: damage seen since the last grab */
   rm__change *chg;    /* ntx*nty: the columns each tile's last version changed */
   int any_damage;
-  int urgent[RM__URGENT_BOXES][4]; /* boxes x0 y0 x1 y1 of urgent damage since the last grab */
-  int nurgent;
-  int big_damage;     /* some damage since the last grab was not small */
-  int urgent_last;    /* the last grab took only urgent damage */
-  double input_ms;    /* when the last key or button was injected */
+  /* Ordering the framebuffer against the echo lane's overlays: one counter
+   * for both. A drain takes a number before it reads events; the grab that
+   * follows makes the framebuffer at least as new as that moment
+   * (fb_seq). An overlay takes one after its pixels arrived (echo_seq: the
+   * newest). A frame whose fb_seq is above an overlay's number shows that
+   * overlay's pixels or newer ones. */
+  atomic_uint seq;
+  uint32_t drain_seq, fb_seq;
+  atomic_uint echo_seq;
+  _Atomic double input_ms; /* when the last key or button was injected (read by the echo lane) */
   int resized;        /* the size changed since the last poll */
   int dead;           /* the X connection failed */
 
@@ -103,5 +110,8 @@ int rm__encode_png(rm__encoder *e, const uint32_t *px, int stride, int w, int h,
 void rm__encoder_forget(rm__encoder *e); /* the next INDEXED sends its palette (a full update) */
 int rm__encode_lossless(rm__encoder *e, const uint32_t *px, int stride, int w, int h, rm__buf *out);
 int rm__encode_jpeg(rm__encoder *e, const uint32_t *px, int stride, int w, int h, rm__buf *out);
+/* One rectangle of a message: u8 encoding, varint x, y, w, h, [varint
+ * payload length for PNG, JPEG and INDEXED_Z], the n bytes of payload. */
+int rm__put_rect(rm__buf *b, int enc, int x, int y, int w, int h, const uint8_t *pay, size_t n);
 
 #endif

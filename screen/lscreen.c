@@ -6,6 +6,7 @@
  *   scr:viewer([{quality=, png_level=, max_colours=, timestamps=}]) -> viewer
  *   viewer:frame([grab]) -> string or nil      viewer:reset()
  *   scr:input(msg) -> true[, reply] or nil, reason, close_code
+ *   scr:echo([after]) -> overlay, seq (waits for one newer than after)
  *   scr:close()
  *
  * Bad client input never raises: input() returns nil, a reason and the
@@ -21,9 +22,21 @@
  * framebuffer; input() goes on, as it touches only the X connection (Xlib is
  * initialised for threads) and the input state. Everything else about
  * screens and viewers happens with the Lua lock held on the dispatcher.
+ *
+ * The echo thread. The first scr:echo() opens the screen's echo lane
+ * (echo.c) on a thread of its own, which waits on the lane's X connection.
+ * While the encoder has work it asks for overlays; the newest one goes into
+ * a mailbox, and a post to the loop wakes every coroutine waiting in
+ * scr:echo(): each viewer's sender takes the newest, at its own pace.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <lua.h>
 #include <lauxlib.h>
 #include "lua/rt.h"
@@ -57,11 +70,23 @@ typedef struct job {
 struct lscreen {
   rm_screen *s;
   rm_rt *rt;          /* NULL outside remora: everything runs inline */
-  int started, quit, busy;
+  int started, quit;
+  atomic_int busy;    /* jobs queued or running (read by the echo thread) */
   pthread_t thread;
   pthread_mutex_t mu; /* guards the queue, quit and job states */
   pthread_cond_t cv;
   job *head, *tail;
+  /* The echo lane, once scr:echo() was called. Its thread and the
+   * dispatcher talk through a socket pair: a byte from the thread says the
+   * mailbox has a newer overlay, a byte from the dispatcher says stop. */
+  rm_screen_echo *echo;
+  pthread_t echo_thread;
+  int echo_fds[2];    /* [0] the dispatcher's end, [1] the thread's */
+  uint8_t *echo_msg;  /* the mailbox (under mu): the newest overlay */
+  size_t echo_len, echo_cap;
+  uint32_t echo_seq;  /* its number; 0: none yet */
+  int echo_posted;    /* a byte is on its way to the dispatcher */
+  rm_co *waiters, *waiters_tail; /* coroutines in scr:echo() */
 };
 
 typedef struct lviewer {
@@ -83,10 +108,13 @@ static int l_open(lua_State *L)
   char err[128];
   lscreen *u;
   cfg.display = luaL_optstring(L, 1, NULL);
-  cfg.alloc = lua_getallocf(L, &cfg.alloc_ud);
   u = lua_newuserdatauv(L, sizeof *u, 0);
   memset(u, 0, sizeof *u);
   u->rt = rm_rt_get(L);
+  /* The encoder and echo threads allocate too: in remora through the
+   * loop's allocator, which any thread may call. */
+  if (u->rt) cfg.alloc = rm_loop_allocator(u->rt->loop, &cfg.alloc_ud);
+  else cfg.alloc = lua_getallocf(L, &cfg.alloc_ud);
   pthread_mutex_init(&u->mu, NULL);
   pthread_cond_init(&u->cv, NULL);
   luaL_setmetatable(L, SCREEN_MT);
@@ -223,10 +251,14 @@ static void encoder_stop(lscreen *u)
   u->started = 0;
 }
 
+static void echo_stop(rm_rt *rt, void *ud);
+
 static int l_close(lua_State *L)
 {
   lscreen *u = luaL_checkudata(L, 1, SCREEN_MT);
   if (!u->s) return 0;
+  /* The echo lane's watch is the loop's: stopped on its thread. */
+  if (u->echo && rm_rt_on_loop_wait(u->rt, echo_stop, u) != RM_OK) echo_stop(u->rt, u);
   encoder_stop(u);
   rm_screen_close(u->s);
   u->s = NULL;
@@ -426,9 +458,184 @@ static int l_viewer_close(lua_State *L)
   return l_viewer_gc(L);
 }
 
+/* --- the echo lane ---------------------------------------------------------- */
+
+/* On the echo thread: the newest overlay into the mailbox, and one byte to
+ * the dispatcher unless one is on its way already. */
+static void echo_publish(lscreen *u, const uint8_t *msg, size_t len, uint32_t seq)
+{
+  int notify = 0;
+  pthread_mutex_lock(&u->mu);
+  if (len > u->echo_cap) {
+    uint8_t *p = rm_loop_realloc(u->rt->loop, u->echo_msg, u->echo_cap, len);
+    if (p) u->echo_msg = p, u->echo_cap = len;
+  }
+  if (len <= u->echo_cap) { /* else out of memory: this overlay is skipped */
+    memcpy(u->echo_msg, msg, len);
+    u->echo_len = len;
+    u->echo_seq = seq;
+    notify = !u->echo_posted;
+    u->echo_posted = 1;
+  }
+  pthread_mutex_unlock(&u->mu);
+  if (notify && write(u->echo_fds[1], "", 1) < 0) {} /* cannot fill: one byte at a time */
+}
+
+/* Overlays are asked for while the encoder has work: when it is idle the
+ * main lane brings the echo as fast, and one update costs fewer bytes than
+ * an update and an overlay. */
+static void *echo_main(void *arg)
+{
+  lscreen *u = arg;
+  struct pollfd p[2] = {{rm_screen_echo_fd(u->echo), POLLIN, 0}, {u->echo_fds[1], POLLIN, 0}};
+  for (;;) {
+    const uint8_t *msg;
+    size_t len;
+    uint32_t seq;
+    int rc = rm_screen_echo_step(u->echo, atomic_load(&u->busy) > 0, &msg, &len, &seq);
+    if (rc > 0) echo_publish(u, msg, len, seq);
+    else if (rc < 0 || (poll(p, 2, -1) < 0 && errno != EINTR) || (p[1].revents & (POLLIN | POLLHUP)))
+      break; /* the lane's connection is lost (the main lane goes on), or stop */
+  }
+  return NULL;
+}
+
+/* On the dispatcher: a newer overlay; every coroutine in scr:echo() runs. */
+static void echo_readable(rm_loop *loop, int fd, int events, void *ud)
+{
+  lscreen *u = ud;
+  char buf[16];
+  while (read(fd, buf, sizeof buf) > 0) {}
+  pthread_mutex_lock(&u->mu);
+  u->echo_posted = 0;
+  pthread_mutex_unlock(&u->mu);
+  rm_rt_enter(u->rt);
+  while (u->waiters) rm_co_wake(u->waiters, RM_WAKE_READY); /* echo_forget unlinks it */
+  rm_rt_run_ready(u->rt);
+  rm_rt_leave(u->rt);
+}
+
+static void echo_stop(rm_rt *rt, void *ud)
+{
+  lscreen *u = ud;
+  if (!u->echo) return;
+  if (write(u->echo_fds[0], "", 1) < 0) {} /* the thread also stops on a hang-up */
+  pthread_join(u->echo_thread, NULL);
+  rm_loop_unwatch(rt->loop, u->echo_fds[0]);
+  close(u->echo_fds[0]);
+  close(u->echo_fds[1]);
+  rm_screen_echo_close(u->echo);
+  u->echo = NULL;
+  rm_loop_free_mem(rt->loop, u->echo_msg, u->echo_cap);
+  u->echo_msg = NULL;
+  u->echo_len = u->echo_cap = 0;
+  while (u->waiters) rm_co_wake(u->waiters, RM_WAKE_CLOSED);
+}
+
+static int echo_start(lscreen *u, char *err, size_t errlen)
+{
+  rm_loop *loop = u->rt->loop;
+  int rc = rm_screen_echo_open(u->s, &u->echo, err, errlen);
+  if (rc < 0) return rc;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u->echo_fds) < 0) {
+    snprintf(err, errlen, "socketpair: %s", strerror(errno));
+    goto fail;
+  }
+  fcntl(u->echo_fds[0], F_SETFL, O_NONBLOCK);
+  if (rm_loop_watch(loop, u->echo_fds[0], RM_READ, echo_readable, u) < 0) {
+    snprintf(err, errlen, "cannot watch the echo lane");
+    goto fail_fds;
+  }
+  if (pthread_create(&u->echo_thread, NULL, echo_main, u) != 0) {
+    snprintf(err, errlen, "cannot start the echo thread");
+    rm_loop_unwatch(loop, u->echo_fds[0]);
+    goto fail_fds;
+  }
+  return RM_OK;
+fail_fds:
+  close(u->echo_fds[0]);
+  close(u->echo_fds[1]);
+fail:
+  rm_screen_echo_close(u->echo);
+  u->echo = NULL;
+  return RM_EIO;
+}
+
+/* The coroutine stopped waiting: out of the list of waiters. */
+static void echo_forget(rm_co *co)
+{
+  lscreen *u = co->wait_data;
+  rm_co_unlink(&u->waiters, &u->waiters_tail, co);
+}
+
+/* The mailbox's overlay and its number. */
+static int echo_result(lua_State *L, lscreen *u)
+{
+  pthread_mutex_lock(&u->mu);
+  lua_pushlstring(L, (const char *)u->echo_msg, u->echo_len);
+  lua_pushinteger(L, u->echo_seq);
+  pthread_mutex_unlock(&u->mu);
+  return 2;
+}
+
+static int echo_k(lua_State *L, int status, lua_KContext ctx);
+
+/* The newest overlay if it is newer than the argument after, else waits
+ * for the next. */
+static int echo_wait(lua_State *L, lscreen *u, rm_co *co)
+{
+  lua_Integer after = luaL_optinteger(L, 2, -1);
+  uint32_t newest;
+  pthread_mutex_lock(&u->mu);
+  newest = u->echo_seq;
+  pthread_mutex_unlock(&u->mu);
+  if (after >= 0 && newest > after) return echo_result(L, u);
+  rm_co_append(&u->waiters, &u->waiters_tail, co);
+  co->wait_data = u;
+  co->on_wake = echo_forget;
+  return rm_co_suspend(L, co, RM_WAIT_OTHER, co->sock, -1, echo_k, (lua_KContext)u);
+}
+
+static int echo_k(lua_State *L, int status, lua_KContext ctx)
+{
+  rm_co *co = rm_co_current(L);
+  if (co->wake != RM_WAKE_READY) {
+    luaL_pushfail(L);
+    if (co->wake == RM_WAKE_SHUTDOWN) lua_pushliteral(L, "sysshutdown");
+    else lua_pushliteral(L, "closed");
+    return 2;
+  }
+  if (lua_isnoneornil(L, 2)) return echo_result(L, (lscreen *)ctx);
+  return echo_wait(L, (lscreen *)ctx, co); /* woken for one it had already */
+}
+
+/* scr:echo([after]): the next overlay and its number, or at once the newest
+ * if it is newer than after. nil, "closed" when the caller's socket or the
+ * screen closes meanwhile. */
+static int l_echo(lua_State *L)
+{
+  lscreen *u = luaL_checkudata(L, 1, SCREEN_MT);
+  rm_co *co = u->rt ? rm_co_current(L) : NULL;
+  char err[128] = "cannot start the echo lane";
+  check_screen(L, 1);
+  luaL_optinteger(L, 2, -1);
+  if (!co) return luaL_error(L, "echo: call it from a remora coroutine");
+  if (u->rt->shutting_down) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "sysshutdown");
+    return 2;
+  }
+  if (!u->echo && echo_start(u, err, sizeof err) < 0) {
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  return echo_wait(L, u, co);
+}
+
 static const luaL_Reg screen_methods[] = {
   {"size", l_size},   {"fd", l_fd},         {"poll", l_poll},   {"drain", l_drain}, {"input", l_input},
-  {"viewer", l_viewer}, {"close", l_close}, {NULL, NULL}};
+  {"echo", l_echo},   {"viewer", l_viewer}, {"close", l_close}, {NULL, NULL}};
 
 static const luaL_Reg viewer_methods[] = {{"frame", l_frame}, {"reset", l_reset}, {NULL, NULL}};
 

@@ -11,9 +11,14 @@
  * a viewer asked less often simply skips intermediate versions. The message
  * format and the Lua API are in docs/screen-protocol.md.
  *
- * One thread at a time touches a screen and its viewers, with one exception:
- * rm_screen_grab and rm_screen_frame may run on a worker while the owning
- * thread calls rm_screen_input (see rm_screen_grab).
+ * The echo lane (rm_screen_echo) is a second X connection that sends the
+ * small damage right after a key or button as an OVERLAY, while the main
+ * lane may be busy grabbing and encoding a big frame.
+ *
+ * One thread at a time touches a screen and its viewers, with two
+ * exceptions: rm_screen_grab and rm_screen_frame may run on a worker while
+ * the owning thread calls rm_screen_input (see rm_screen_grab), and an echo
+ * lane runs on a thread of its own.
  */
 #ifndef REMORA_SCREEN_H
 #define REMORA_SCREEN_H
@@ -25,7 +30,7 @@
 #define RM_SCREEN_TILE 64
 
 /* Message types: server to client... */
-enum { RM_SCREEN_MSG_FRAME = 1, RM_SCREEN_MSG_PONG = 2 };
+enum { RM_SCREEN_MSG_FRAME = 1, RM_SCREEN_MSG_PONG = 2, RM_SCREEN_MSG_OVERLAY = 3 };
 /* ...and client to server. */
 enum {
   RM_SCREEN_IN_MOVE = 1,
@@ -44,7 +49,7 @@ enum {
   RM_SCREEN_INDEXED_Z = 5
 };
 /* Frame flags: what follows the first two bytes. */
-enum { RM_SCREEN_FULL = 1, RM_SCREEN_TIME = 2 };
+enum { RM_SCREEN_FULL = 1, RM_SCREEN_TIME = 2, RM_SCREEN_SEQ = 4 };
 
 #define RM_SCREEN_REPLY_MAX 12 /* the largest reply rm_screen_input() writes */
 
@@ -114,6 +119,22 @@ void rm_screen_viewer_reset(rm_screen_viewer *v);
  * *msg at it (valid until the next call on this viewer), 0 if the viewer is
  * up to date, or a negative RM_* code. */
 int rm_screen_frame(rm_screen *s, rm_screen_viewer *v, const uint8_t **msg, size_t *len);
+
+/* The echo lane of screen s (screen/echo.c): its own connection to the
+ * display and its own Damage, so it may run on its own thread whatever the
+ * screen's thread does; it reads only atomics of s. */
+typedef struct rm_screen_echo rm_screen_echo;
+int rm_screen_echo_open(rm_screen *s, rm_screen_echo **out, char *err, size_t errlen);
+void rm_screen_echo_close(rm_screen_echo *e);
+int rm_screen_echo_fd(const rm_screen_echo *e); /* readable: call rm_screen_echo_step */
+/* Reads the lane's events. With want, small damage in the focused window
+ * within 250 ms of a key or button is grabbed and made into an OVERLAY:
+ * returns 1 with *msg (valid until the next step) and its number *seq.
+ * Without want (the main lane is idle and will be as quick) events are
+ * only read. Returns 0 when there is nothing to send, RM_EIO once the
+ * connection is lost. Xlib may have read events into its queue during a
+ * step: after a 1, step again before waiting on the fd. */
+int rm_screen_echo_step(rm_screen_echo *e, int want, const uint8_t **msg, size_t *len, uint32_t *seq);
 
 /* The Lua module "screen" (screen/lscreen.c). */
 struct lua_State;

@@ -39,6 +39,7 @@ struct rm_screen_viewer {
   int w, h, ntx, nty;
   int full;          /* the viewer has nothing yet */
   int timestamps;    /* every frame carries the server time */
+  uint32_t seq_sent; /* the last framebuffer number a frame carried (with_seq) */
   int max_colours;
   uint32_t *have;    /* ntx*nty: tile versions the viewer has (0: none) */
   uint64_t *vhash;   /* h*ntx: row hashes as the viewer has them (0: unknown) */
@@ -476,16 +477,10 @@ static int plan_tiles(const rm_screen *s, rm_screen_viewer *v)
 
 /* --- the message ---------------------------------------------------------- */
 
-/* Encodings whose payload length is not implied by the rectangle. */
-static int sized(int enc)
-{
-  return enc == RM_SCREEN_PNG || enc == RM_SCREEN_JPEG || enc == RM_SCREEN_INDEXED_Z;
-}
-
-/* u8 encoding, varint x, y, w, h, [varint length], payload. */
+/* One rectangle: its payload, then the rectangle into the message. */
 static int encode_rect(const rm_screen *s, rm_screen_viewer *v, const rect *r)
 {
-  rm__buf *pay = &v->pay, *b = &v->msg;
+  rm__buf *pay = &v->pay;
   const uint32_t *px = s->fb + (size_t)r->y * s->w + r->x;
   int enc = r->enc, rc = RM_OK;
   pay->len = 0;
@@ -506,23 +501,32 @@ static int encode_rect(const rm_screen *s, rm_screen_viewer *v, const rect *r)
     break;
   }
   if (rc < 0) return rc;
-  if (rm__buf_reserve(b, 1) < 0) return RM_ENOMEM;
-  b->p[b->len++] = (uint8_t)enc;
-  if (rm__buf_varint(b, (uint32_t)r->x) < 0 || rm__buf_varint(b, (uint32_t)r->y) < 0 ||
-      rm__buf_varint(b, (uint32_t)r->w) < 0 || rm__buf_varint(b, (uint32_t)r->h) < 0 ||
-      (sized(enc) && rm__buf_varint(b, (uint32_t)pay->len) < 0))
-    return RM_ENOMEM;
-  return rm__buf_put(b, pay->p, pay->len);
+  return rm__put_rect(&v->msg, enc, r->x, r->y, r->w, r->h, pay->p, pay->len);
 }
 
-/* u8 type, u8 flags, [u16 w, u16 h when full], [f64 time], rectangles to
- * the end: an idle update is a few bytes of header around one small rect. */
+/* Whether this frame says how new it is: while the echo lane may have sent
+ * an overlay this viewer has not yet seen a newer frame for (the viewer
+ * keeps an overlay until such a frame, so the number must come at least
+ * once after each overlay). */
+static int with_seq(const rm_screen *s, rm_screen_viewer *v)
+{
+  uint32_t echo = atomic_load(&s->echo_seq);
+  if (!echo || v->seq_sent > echo) return 0;
+  v->seq_sent = s->fb_seq;
+  return 1;
+}
+
+/* u8 type, u8 flags, [u16 w, u16 h when full], [f64 time], [varint seq],
+ * rectangles to the end: an idle update is a few bytes of header around one
+ * small rect. */
 static int build(const rm_screen *s, rm_screen_viewer *v)
 {
   uint8_t head[2 + 4 + 8];
   size_t n = 2;
+  int seq = with_seq(s, v);
   head[0] = RM_SCREEN_MSG_FRAME;
-  head[1] = (uint8_t)((v->full ? RM_SCREEN_FULL : 0) | (v->timestamps ? RM_SCREEN_TIME : 0));
+  head[1] = (uint8_t)((v->full ? RM_SCREEN_FULL : 0) | (v->timestamps ? RM_SCREEN_TIME : 0) |
+                      (seq ? RM_SCREEN_SEQ : 0));
   if (v->full) {
     rm__put16(head + n, (unsigned)s->w);
     rm__put16(head + n + 2, (unsigned)s->h);
@@ -534,7 +538,7 @@ static int build(const rm_screen *s, rm_screen_viewer *v)
   }
   v->msg.len = 0;
   if (v->full) rm__encoder_forget(v->enc); /* a full update may go to a client that starts afresh */
-  if (rm__buf_put(&v->msg, head, n) < 0) return RM_ENOMEM;
+  if (rm__buf_put(&v->msg, head, n) < 0 || (seq && rm__buf_varint(&v->msg, s->fb_seq) < 0)) return RM_ENOMEM;
   for (size_t i = 0; i < v->nrects; i++) {
     int rc = encode_rect(s, v, &v->rects[i]);
     if (rc < 0) return rc;

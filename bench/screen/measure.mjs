@@ -43,7 +43,8 @@ const cpu = pids => pids.reduce((s, p) => s + ticks(p), 0);
 
 // In the page: counts painted frames and measures key-to-pixel latency.
 function probe(kind) {
-  const t = window.__bench = { frames: 0, lat: [], pending: null, trace: kind === "remora" ? [] : null, keys: [] };
+  const t = window.__bench = { frames: 0, lat: [], pending: null, trace: kind === "remora" ? [] : null, keys: [],
+                               overlays: [] };
   if (kind === "remora") {
     let real;
     Object.defineProperty(window, "RemoraScreen", {
@@ -53,6 +54,9 @@ function probe(kind) {
       // BENCH_TRACE: when each update was made (server), arrived and was painted (epoch ms).
       if (t.trace) t.trace.push([f.time || 0, performance.timeOrigin + performance.now() - ms,
                                  performance.timeOrigin + performance.now(), f.bytes, f.rects.length]);
+    }, onoverlay: o => {
+      // BENCH_TRACE: when each overlay (a key's echo) arrived and was painted (epoch ms).
+      if (t.trace) t.overlays.push([performance.timeOrigin + o.arrived, performance.timeOrigin + performance.now()]);
     } })) }; },
     });
   }
@@ -123,7 +127,8 @@ try {
   });
   if (process.env.BENCH_TRACE)
     writeFileSync(process.env.BENCH_TRACE, JSON.stringify(await page.evaluate(() => ({
-      frames: window.__bench.trace, keys: window.__bench.keys }))));
+      frames: window.__bench.trace, keys: window.__bench.keys,
+      overlays: window.__bench.overlays }))));
 
   // Quality: stop the animation, let the viewer settle, then the canvas and the X screen.
   if (cfg.pause_pid) process.kill(cfg.pause_pid, "SIGSTOP");

@@ -30,6 +30,18 @@ if not rows:
 print("%d keys, medians (ms): latency %.1f = keydown->planned %.1f + planned->arrived %.1f + "
       "arrived->painted %.1f + painted->seen %.1f" % ((len(rows),) + tuple(statistics.median(r[i] for r in rows)
                                                                           for i in range(5))))
+overlays = d.get("overlays", [])   # [arrived, painted]
+echoed = []
+for down, lat in d["keys"]:
+    seen = down + lat
+    hit = [o for o in overlays if down <= o[1] <= seen + 0.5]
+    if hit:
+        o = hit[-1]
+        echoed.append((lat, o[0] - down, o[1] - o[0], seen - o[1]))
+if echoed:
+    print("%d of those keys seen through an overlay, medians (ms): latency %.1f = keydown->arrived %.1f + "
+          "arrived->painted %.1f + painted->seen %.1f" % ((len(echoed),) + tuple(
+              statistics.median(r[i] for r in echoed) for i in range(4))))
 gaps = [b[0] - a[0] for a, b in zip(frames, frames[1:])]
 print("%d updates, medians: %.1f ms apart, %.0f bytes" % (len(frames), statistics.median(gaps),
                                                           statistics.median(f[3] for f in frames)))

@@ -9,7 +9,7 @@
 // and COPY of lossless pixels) must equal the X screen exactly; pixels from
 // JPEG rectangles may differ by at most 8/255 on average per channel.
 import { chromium } from "playwright-core";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { readFileSync, existsSync } from "node:fs";
 
 const [base, control, view, typedFile] = process.argv.slice(2);
@@ -44,9 +44,9 @@ function instrument() {
   Object.defineProperty(window, "RemoraScreen", {
     configurable: true,
     get() { return real; },
-    set(v) { real = { start: opts => v.start(Object.assign(opts, { onpaint: record })) }; },
+    set(v) { real = { start: opts => v.start(Object.assign(opts, { onpaint: record, onoverlay: () => t.overlays++ })) }; },
   });
-  const t = window.__test = { frames: 0, mask: null, w: 0, h: 0 };
+  const t = window.__test = { frames: 0, overlays: 0, mask: null, w: 0, h: 0 };
   function record(frame) {
     if (frame.w !== t.w || frame.h !== t.h) { t.w = frame.w; t.h = frame.h; t.mask = new Uint8Array(frame.w * frame.h); }
     const old = t.mask.slice();
@@ -138,13 +138,32 @@ try {
   const t = await settle(page, { x: 0, y: 0, w: 500, h: 120 });
   check("typed_text_visible_in_canvas", t && t.wrong === 0, "terminal area: " + JSON.stringify(t));
 
-  // 3. Status line: fps, bytes/s, rtt.
+  // 3. Typed while a terminal scrolls beside it: the echoes come as overlays
+  // (painted over the canvas, lifted before each update), and once all is
+  // still the canvas is the screen again, exactly.
+  const scroller = spawn("xterm", ["-geometry", "80x20+0+330", "-e", "sh", "-c",
+                                   "while :; do head -c 2000 /dev/urandom | od -x; done"], { stdio: "ignore" });
+  try {
+    await sleep(1000);
+    await page.mouse.click(box.x + 60 * scale, box.y + 40 * scale);
+    for (const c of "overlays") { await page.keyboard.press(c); await sleep(120); }
+    await page.keyboard.press("Enter");
+  } finally {
+    scroller.kill();
+  }
+  const overlays = await page.evaluate(() => window.__test.overlays);
+  const o = await settle(page);
+  check("echo_overlays_then_canvas_is_screen", overlays > 0 && o && o.wrong === 0 && o.mean <= JPEG_MEAN_MAX,
+        overlays + " overlays; then " + JSON.stringify(o));
+  console.error("overlays: " + overlays + ", then " + JSON.stringify(o));
+
+  // 4. Status line: fps, bytes/s, rtt.
   await sleep(1200);
   const status = await page.locator("#status").innerText();
   check("status_line_shows_fps_bytes_rtt", /fps/.test(status) && /KiB\/s/.test(status) && /rtt \d/.test(status),
         "status: " + JSON.stringify(status));
 
-  // 4. Without the token: no canvas, and a WebSocket opened by hand gets nowhere.
+  // 5. Without the token: no canvas, and a WebSocket opened by hand gets nowhere.
   const intruder = await ctx.newPage();
   await intruder.goto(base, { timeout: 10000 });
   const canvases = await intruder.locator("canvas").count();
@@ -162,7 +181,7 @@ try {
         canvases === 0 && outcome.got === 0 && outcome.code === 1006 && !/x:10 y:10 /.test(pointer),
         "canvases " + canvases + ", " + JSON.stringify(outcome) + ", pointer " + pointer);
 
-  // 5. The view-only role sees the screen but its input goes nowhere.
+  // 6. The view-only role sees the screen but its input goes nowhere.
   const viewer = await ctx.newPage();
   await viewer.goto(base + "?token=" + view, { timeout: 10000 });
   await viewer.waitForFunction(() => window.__test && window.__test.frames > 0, null, { timeout: 10000 });

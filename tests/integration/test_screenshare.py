@@ -268,6 +268,93 @@ if __name__ == "__main__":
                 os.unlink(out)
 
     @case
+    def echo_overlays_while_the_screen_scrolls():
+        # A terminal filling the screen keeps the encoder busy; keys typed into
+        # a small focused one come back as overlays of that window alone, and
+        # a frame newer than each overlay follows.
+        busy = display.run("xterm", "-geometry", "160x50+0+0", "-e", "sh", "-c",
+                           "while :; do head -c 3000 /dev/urandom | od -x; done")
+        echo = display.run("xterm", "-geometry", "30x3+600+600", "-T", "echo", "-e", "cat")
+        check(wait_for(lambda: display.output("xdotool", "search", "--onlyvisible", "--name", "^echo$").strip()),
+              "echo terminal mapped")
+        wid = display.output("xdotool", "search", "--onlyvisible", "--name", "^echo$").split()[0]
+        display.output("xdotool", "windowraise", wid)
+        display.output("xdotool", "windowfocus", "--sync", wid)
+        geo = dict(ln.split("=") for ln in display.output("xdotool", "getwindowgeometry", "--shell", wid).split())
+        box = (int(geo["X"]), int(geo["Y"]), int(geo["X"]) + int(geo["WIDTH"]), int(geo["Y"]) + int(geo["HEIGHT"]))
+
+        def varint(m, o):
+            v = shift = 0
+            while True:
+                c = m[o]
+                v |= (c & 127) << shift
+                shift += 7
+                o += 1
+                if not c & 128:
+                    return v, o
+
+        def overlay_rects(m):
+            seq, o = varint(m, 1)
+            rects = []
+            while o < len(m):
+                enc = m[o]
+                x, o = varint(m, o + 1)
+                y, o = varint(m, o)
+                w, o = varint(m, o)
+                h, o = varint(m, o)
+                check(enc in (0, 1, 4, 5), "a lossless encoding, not %d" % enc)
+                if enc == 0:
+                    o += 3
+                elif enc == 4:
+                    n = m[o]
+                    check(n > 0, "an overlay carries its own palette")
+                    depth = 1 if n <= 2 else 2 if n <= 4 else 4 if n <= 16 else 8
+                    o += 1 + 3 * n + (w * h * depth + 7) // 8
+                else:
+                    n, o = varint(m, o)
+                    o += n
+                rects.append((x, y, w, h))
+            check(o == len(m), "the rectangles fill the overlay exactly")
+            return seq, rects
+
+        async def go():
+            key = struct.pack("<BBBB", 3, 1, 4, 1) + b"KeyX" + b"x"
+            up = struct.pack("<BBBB", 3, 0, 4, 1) + b"KeyX" + b"x"
+            overlays, newer, frames = [], 0, 0
+            async with websockets.connect(ws_url(port, CONTROL), max_size=None) as ws:
+                deadline = time.monotonic() + 8
+                next_key = time.monotonic() + 1
+                while time.monotonic() < deadline and (len(overlays) < 3 or not newer):
+                    if time.monotonic() > next_key and len(overlays) < 3:
+                        await ws.send(key)
+                        await ws.send(up)
+                        next_key = time.monotonic() + 0.25
+                    try:
+                        m = await asyncio.wait_for(ws.recv(), 0.05)
+                    except asyncio.TimeoutError:
+                        continue
+                    if m[0] == 1:
+                        frames += 1
+                        await ws.send(ack(frames))
+                        h = frame_header(m)
+                        if h["flags"] & 4 and overlays and varint(m, h["body"])[0] > overlays[-1]:
+                            newer += 1
+                    elif m[0] == 3:
+                        seq, rects = overlay_rects(m)
+                        check(not overlays or seq > overlays[-1], "overlay numbers grow")
+                        for x, y, w, h in rects:
+                            check(box[0] <= x and x + w <= box[2] and box[1] <= y and y + h <= box[3],
+                                  "overlay rect %s inside the focused window %s" % ((x, y, w, h), box))
+                        overlays.append(seq)
+            check(len(overlays) >= 3, "overlays while the screen scrolls: %d" % len(overlays))
+            check(newer > 0, "a frame newer than the last overlay followed")
+        try:
+            asyncio.run(go())
+        finally:
+            busy.terminate()
+            echo.terminate()
+
+    @case
     def bad_input_closes_only_that_viewer():
         async def go():
             async with websockets.connect(ws_url(port, CONTROL), max_size=None) as good:

@@ -59,7 +59,7 @@ def screenshare_in_headless_chromium():
             sys.stdout.write(out.stdout)   # the browser's own ok/FAIL lines count as cases
             sys.stdout.write("".join("# " + ln + "\n" for ln in out.stderr.splitlines()[-20:]))
             lines = [ln for ln in out.stdout.splitlines() if ln.startswith(("ok ", "FAIL "))]
-            check(len(lines) >= 7 and out.returncode == 0,
+            check(len(lines) >= 8 and out.returncode == 0,
                   "node said: " + (out.stderr or out.stdout)[-1500:] + "\n" + r.log()[-800:])
             check(r.alive(), "server alive")
     finally:

@@ -12,6 +12,7 @@
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <poll.h>
 #include <unistd.h>
 #include <setjmp.h>
 #include <zlib.h>
@@ -165,6 +166,7 @@ typedef struct model {
   int npal;
   int count[NENC]; /* rectangles per encoding, last message */
   int copy_dy;     /* source minus destination row of the last COPY */
+  int grab;        /* the number the last message carried (SEQ, OVERLAY); -1: none */
   size_t bytes[NENC];
   seen first[NENC];
 } model;
@@ -327,16 +329,32 @@ static size_t decode_indexed(model *m, const uint8_t *p, size_t avail, int zippe
   return zipped ? plen : head + need;
 }
 
+static int apply_rects(model *m, const uint8_t *msg, size_t len, size_t off);
+
+/* Applies one OVERLAY: its INDEXED rectangles carry their own palettes and
+ * leave the frames' "palette before" alone; it has no COPY. */
+static int apply_overlay(model *m, const uint8_t *msg, size_t len)
+{
+  size_t off = 1;
+  int npal = m->npal, rc;
+  uint32_t pal[256];
+  memcpy(pal, m->pal, sizeof pal);
+  if (len < 2 || msg[0] != RM_SCREEN_MSG_OVERLAY || get_varint(msg, len, &off, &m->grab)) return -1;
+  m->npal = 0;
+  rc = apply_rects(m, msg, len, off);
+  m->npal = npal;
+  memcpy(m->pal, pal, sizeof pal);
+  return rc < 0 || m->count[RM_SCREEN_COPY] ? -1 : 0;
+}
+
 /* Applies one frame message (docs/screen-protocol.md); returns 0, or -1 if
  * anything is malformed. */
 static int apply(model *m, const uint8_t *msg, size_t len)
 {
-  uint32_t *before;
   size_t off = 2;
-  memset(m->count, 0, sizeof m->count);
-  memset(m->bytes, 0, sizeof m->bytes);
-  memset(m->first, 0, sizeof m->first);
-  if (len < 2 || msg[0] != RM_SCREEN_MSG_FRAME || (msg[1] & ~(RM_SCREEN_FULL | RM_SCREEN_TIME))) return -1;
+  m->grab = -1;
+  if (len < 2 || msg[0] != RM_SCREEN_MSG_FRAME || (msg[1] & ~(RM_SCREEN_FULL | RM_SCREEN_TIME | RM_SCREEN_SEQ)))
+    return -1;
   if (msg[1] & RM_SCREEN_FULL) {
     int w, h;
     if (len < 6) return -1;
@@ -351,6 +369,17 @@ static int apply(model *m, const uint8_t *msg, size_t len)
     }
   }
   if (msg[1] & RM_SCREEN_TIME) off += 8;
+  if ((msg[1] & RM_SCREEN_SEQ) && get_varint(msg, len, &off, &m->grab)) return -1;
+  return apply_rects(m, msg, len, off);
+}
+
+/* The rectangles of a message from off to its end. */
+static int apply_rects(model *m, const uint8_t *msg, size_t len, size_t off)
+{
+  uint32_t *before;
+  memset(m->count, 0, sizeof m->count);
+  memset(m->bytes, 0, sizeof m->bytes);
+  memset(m->first, 0, sizeof m->first);
   if (!m->px || off > len) return -1;
   before = malloc((size_t)m->w * m->h * 4);
   memcpy(before, m->px, (size_t)m->w * m->h * 4);
@@ -588,35 +617,87 @@ static void test_small_change_is_indexed(void)
   free(m.px);
 }
 
-/* A character typed while a big area is drawn goes first, in an update of
- * its own; the big area follows with the next grab. */
-static void test_small_damage_first(void)
+/* The echo lane's next overlay, waiting at most 500 ms for one. */
+static int echo_next(rm_screen_echo *e, int want, const uint8_t **msg, size_t *len, uint32_t *seq)
 {
-  rm_screen_viewer *v;
-  model m = {0};
+  struct pollfd p = {rm_screen_echo_fd(e), POLLIN, 0};
+  int rc = 0;
+  XSync(d, False); /* what the test drew has been drawn */
+  for (int i = 0; i < 50 && rc == 0; i++) {
+    rc = rm_screen_echo_step(e, want, msg, len, seq);
+    if (rc == 0) poll(&p, 1, 10);
+  }
+  return rc;
+}
+
+static void key(void)
+{
   size_t len;
-  uint32_t big = rm_screen_tile_version(scr, 1, 1);
+  /* a key the keyboard map lacks: ignored, but it is input */
+  CHECK_EQ(rm_screen_input(scr, (const uint8_t *)"\3\1\14\0Unidentified", 16, NULL, &len, NULL), RM_OK);
+}
+
+/* After a key, what changed in the focused window goes out as an OVERLAY
+ * at once, whatever else is drawn; frames then say when they are newer. */
+static void test_echo_lane(void)
+{
+  Window term = make_window(500, 440, 140, 40, 0);
+  rm_screen_echo *e = NULL;
+  rm_screen_viewer *v;
+  const uint8_t *msg;
+  size_t len;
+  uint32_t seq = 0;
+  model m = {0};
+  char err[64];
+  XSetInputFocus(d, term, RevertToParent, CurrentTime);
+  settle();
+  CHECK_EQ(rm_screen_echo_open(scr, &e, err, sizeof err), RM_OK);
+  if (!e) return;
   rm_screen_viewer_new(scr, NULL, &v);
   frame(v, &m, NULL);
-  /* a key (one the keyboard map lacks: ignored) makes what is drawn next its echo */
-  CHECK_EQ(rm_screen_input(scr, (const uint8_t *)"\3\1\14\0Unidentified", 16, NULL, &len, NULL), RM_OK);
-  fill(canvas, 0, 0, 400, 200, 0x336699);
-  text(canvas, 517, 460, "k", 0x000000);
-  XSync(d, False); /* both damage reports came before the sync's reply */
-  CHECK_EQ(rm_screen_drain(scr), 1);
-  CHECK_EQ(rm_screen_grab(scr), 1);
-  CHECK_EQ(rm_screen_tile_version(scr, 1, 1), big); /* the big area waits */
-  CHECK_EQ(frame(v, &m, &len), 1);
-  CHECK(len < 40);
-  CHECK_EQ(model_diff(&m, 500, 440, 140, 40), 0);
-  CHECK_EQ(rm_screen_grab(scr), 1);
-  CHECK(rm_screen_tile_version(scr, 1, 1) != big);
+  CHECK_EQ(frame(v, &m, &len), 0);
+  CHECK_EQ(m.grab, -1); /* no overlay yet: frames carry no number */
+  /* drawn long after any input: not an echo */
+  sleep_ms(300);
+  text(term, 10, 20, "a", 0x000000);
+  CHECK_EQ(echo_next(e, 1, &msg, &len, &seq), 0);
+  settle();
   CHECK_EQ(frame(v, &m, NULL), 1);
+  /* after a key: the small change inside the focused window, nothing else */
+  key();
+  fill(canvas, 0, 0, 400, 200, 0x336699); /* big */
+  fill(canvas, 300, 300, 4, 4, 0xff0000); /* small, outside the focus */
+  text(term, 30, 20, "k", 0x000000);
+  CHECK_EQ(echo_next(e, 1, &msg, &len, &seq), 1);
+  CHECK(seq > 0);
+  CHECK(len < 40);
+  settle(); /* the main lane grabs it all: the model can be checked against it */
+  CHECK_EQ(apply_overlay(&m, msg, len), 0);
+  CHECK_EQ(m.grab, (int)seq);
+  CHECK_EQ(model_diff(&m, 500, 440, 140, 40), 0);
+  CHECK(model_diff(&m, 0, 0, 400, 200) > 0); /* the big fill was not in it */
+  CHECK(model_diff(&m, 300, 300, 4, 4) > 0);
+  /* the same pixels drawn again: damage, but no change, no overlay */
+  key();
+  text(term, 30, 20, "k", 0x000000);
+  CHECK_EQ(echo_next(e, 1, &msg, &len, &seq), 0);
+  /* not wanted (the main lane is idle and will be as quick): none */
+  key();
+  text(term, 50, 20, "z", 0x000000);
+  CHECK_EQ(echo_next(e, 0, &msg, &len, &seq), 0);
+  /* a frame from a grab drained after the overlay carries a newer number,
+   * once; then frames go without until the next overlay */
+  CHECK_EQ(frame(v, &m, NULL), 1);
+  CHECK(m.grab > (int)seq);
   CHECK_EQ(model_diff(&m, 0, 0, SW, SH), 0);
   fill(canvas, 0, 0, 640, 480, 0xffffff);
   settle();
-  frame(v, &m, NULL);
+  CHECK_EQ(frame(v, &m, NULL), 1);
+  CHECK_EQ(m.grab, -1);
+  rm_screen_echo_close(e);
   rm_screen_viewer_free(v);
+  XDestroyWindow(d, term);
+  settle();
   free(m.px);
 }
 
@@ -954,16 +1035,33 @@ static void test_lua_module(void)
   lua_close(L);
 }
 
+/* Runs a chunk in remora's runtime until its loop has nothing left; returns
+ * whether it set the global done. */
+static int run_lua(const char *code, const char *name)
+{
+  rm_loop *loop = rm_loop_new(NULL);
+  rm_lua_config cfg = {0};
+  rm_lua *rt = rm_lua_new(loop, &cfg);
+  int ok = 0;
+  rm_lua_preload(rt, "screen", luaopen_screen);
+  CHECK_EQ(rm_lua_run_string(rt, code, name), 0);
+  rm_loop_run(loop);
+  rm_lua_lock(rt);
+  lua_getglobal(rm_lua_state(rt), "done");
+  ok = lua_toboolean(rm_lua_state(rt), -1);
+  lua_pop(rm_lua_state(rt), 1);
+  rm_lua_unlock(rt);
+  rm_lua_free(rt);
+  rm_loop_free(loop);
+  return ok;
+}
+
 /* In remora's runtime, frame() from a coroutine runs on the encoder thread:
  * while it does, the screen is busy (drain reports nothing, poll refuses)
  * but input is still served; jobs of two viewers queue one behind the other. */
 static void test_lua_frame_on_encoder(void)
 {
-  rm_loop *loop = rm_loop_new(NULL);
-  rm_lua_config cfg = {0};
-  rm_lua *rt = rm_lua_new(loop, &cfg);
   char code[2048];
-  int ok = 0;
   snprintf(code, sizeof code,
            "local screen = require 'screen'\n"
            "local scr = assert(screen.open('%s'))\n"
@@ -987,17 +1085,31 @@ static void test_lua_frame_on_encoder(void)
            "scr:close()\n"
            "_G.done = true\n",
            display_name);
-  rm_lua_preload(rt, "screen", luaopen_screen);
-  CHECK_EQ(rm_lua_run_string(rt, code, "encoder"), 0);
-  rm_loop_run(loop);
-  rm_lua_lock(rt);
-  lua_getglobal(rm_lua_state(rt), "done");
-  ok = lua_toboolean(rm_lua_state(rt), -1);
-  lua_pop(rm_lua_state(rt), 1);
-  rm_lua_unlock(rt);
-  CHECK(ok);
-  rm_lua_free(rt);
-  rm_loop_free(loop);
+  CHECK(run_lua(code, "encoder"));
+}
+
+/* scr:echo() waits in a remora coroutine for the echo lane's next overlay;
+ * its socket closing or the screen closing ends the wait. */
+static void test_lua_echo(void)
+{
+  char code[1024];
+  snprintf(code, sizeof code,
+           "local screen = require 'screen'\n"
+           "local scr = assert(screen.open('%s'))\n"
+           "assert(not pcall(coroutine.wrap(function() return scr:echo() end)), 'only in remora coroutines')\n"
+           "local a, why_a, b, why_b\n"
+           "local sa = ba.socket.event(function() a, why_a = scr:echo() end)\n"
+           "ba.socket.event(function() b, why_b = scr:echo(0) end)\n"
+           "sa:close()\n"
+           "ba.sleep(20)\n"
+           "assert(a == nil and why_a == 'closed', tostring(why_a))\n"
+           "assert(b == nil and why_b == nil, 'still waiting')\n"
+           "scr:close()\n"
+           "ba.sleep(20)\n"
+           "assert(b == nil and why_b == 'closed', tostring(why_b))\n"
+           "_G.done = true\n",
+           display_name);
+  CHECK(run_lua(code, "echo"));
 }
 
 /* Not a check: what a 1920x1080 full repaint costs (reported, never asserted). */
@@ -1068,7 +1180,7 @@ int main(void)
   RUN(test_viewer_full_then_changes);
   RUN(test_two_viewers);
   RUN(test_small_change_is_indexed);
-  RUN(test_small_damage_first);
+  RUN(test_echo_lane);
   RUN(test_png_exact);
   RUN(test_jpeg_tolerance);
   RUN(test_copy_on_scroll);
@@ -1078,6 +1190,7 @@ int main(void)
   RUN(test_clipboard);
   RUN(test_lua_module);
   RUN(test_lua_frame_on_encoder);
+  RUN(test_lua_echo);
   RUN(measure_full_repaint);
   rm_screen_close(scr);
   stop_xvfb();

@@ -2,16 +2,20 @@
 --
 -- A repeating timer drains the display's events (scr:drain: what XDamage
 -- reported accumulates; it never waits for anything but the local X server).
--- Every viewer has two coroutines:
+-- Every viewer has three coroutines:
 --   * the pusher loops frame (grab and encode) -> write. ws:write suspends
 --     it while the socket's queue is over its bound, so the next frame is
 --     only made once the previous one went to the kernel: a slow viewer gets
 --     fewer, fresher frames and never a growing queue. With nothing new it
 --     parks itself (disable) until the timer sees a change and wakes it
 --     (enable).
+--   * the echoer sends the overlays of the screen's echo lane (scr:echo): a
+--     key's echo, grabbed and sent while the pusher's frame is still being
+--     made (docs/screen-protocol.md). It always takes the newest, so a slow
+--     viewer skips overlays rather than queueing them.
 --   * the reader takes input messages and hands them to scr:input; a bad
 --     one closes this viewer with the code scr:input gives (1007, 1009).
--- Either one ending ends the other; a viewer that disconnects mid-frame
+-- The reader ending ends the others; a viewer that disconnects mid-frame
 -- leaves nothing behind.
 local screen = require "screen"
 
@@ -104,6 +108,22 @@ local function pusher_loop(self, ws, v, viewer)
   end
 end
 
+-- Without an echo lane (no second X connection) the viewer simply gets no
+-- overlays: the frames bring every echo too.
+local function echoer_loop(self, ws)
+  return function()
+    local msg, seq = nil, nil
+    while true do
+      msg, seq = self.scr:echo(seq)
+      if not msg then
+        if seq ~= "closed" and seq ~= "sysshutdown" then trace("screenshare: no echo lane: " .. tostring(seq)) end
+        break
+      end
+      if not ws:write(msg) then break end
+    end
+  end
+end
+
 -- ACK: u8 6, 3 bytes 0, u32 sequence number of the frame painted.
 local function is_ack(data)
   return #data == 8 and data:byte(1) == ACK and data:sub(2, 4) == "\0\0\0"
@@ -129,6 +149,7 @@ local function reader_loop(self, role, viewer)
       end
     end
     if viewer.pusher then viewer.pusher:close() end
+    if viewer.echoer then viewer.echoer:close() end
     self:leave(viewer)
   end
 end
@@ -162,6 +183,7 @@ function M:serve(request, role, origins)
   end
   if viewer.gone then return true end   -- the reader has ended already
   viewer.pusher = ba.socket.event(pusher_loop(self, ws, self.scr:viewer{quality = self.quality, timestamps = self.timestamps}, viewer))
+  viewer.echoer = ba.socket.event(echoer_loop(self, ws))
   return true
 end
 

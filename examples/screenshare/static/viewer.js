@@ -11,19 +11,26 @@
 //
 // Other options: viewOnly (send no input, only pings), onpaint(frame, ms)
 // (called after each update is painted, with the parsed update and the
-// time it took from arrival; tests and the benchmark use it).
+// time it took from arrival; tests and the benchmark use it), onoverlay(o)
+// (called when an overlay is painted).
 //
 // The wire format is described in docs/screen-protocol.md. Updates are
 // applied strictly in arrival order: each one decodes all its images in
 // parallel, then paints COPY rectangles (from the canvas as it was), then
 // the rest. Updates are numbered 1, 2, ... in arrival order; ACK names one.
+//
+// Overlays (a key's echo, sent while the next update is still being made)
+// are painted as soon as they are decoded, outside that order. The canvas
+// must stay what the server thinks the viewer has, since COPY reads it: an
+// overlay keeps the pixels it covered, every update first lifts the
+// overlays, paints, then lays again those newer than itself.
 (function () {
   "use strict";
 
-  var MSG_FRAME = 1, MSG_PONG = 2;
+  var MSG_FRAME = 1, MSG_PONG = 2, MSG_OVERLAY = 3;
   var IN_MOVE = 1, IN_BUTTON = 2, IN_KEY = 3, IN_CLIPBOARD = 4, IN_PING = 5, IN_ACK = 6;
   var SOLID = 0, PNG = 1, JPEG = 2, COPY = 3, INDEXED = 4, INDEXED_Z = 5;
-  var FULL = 1, TIME = 2;
+  var FULL = 1, TIME = 2, SEQ = 4;
   var KEY_FIELD_MAX = 32;
   var WHEEL_STEP = 50; // pixels of wheel delta per notch
 
@@ -37,8 +44,10 @@
     var wheel = {x: 0, y: 0};
     var pendingPaste = null;
     var snapshot = null; // reused for updates with several COPY rectangles
-    var palette = null;  // the last INDEXED palette, as RGBA words
+    var lane = {palette: null}; // updates' last INDEXED palette, as RGBA words
     var seq = 0;         // updates received
+    var overlays = [];   // laid over the canvas, oldest first
+    var newest = 0;      // the highest framebuffer number an update was painted with
     ws.binaryType = "arraybuffer";
 
     // --- drawing ------------------------------------------------------------
@@ -71,34 +80,42 @@
     // INDEXED: u8 colours (0: the palette sent last), RGB triples, then the
     // packed indices (raw, or deflated for INDEXED_Z): their length follows
     // from the rectangle and the palette.
-    function indexedHead(r, rd) {
+    // Overlays always carry their palette and keep it to themselves.
+    function indexedHead(r, rd, pal) {
       var n = rd.u8();
       if (n) {
-        palette = new Uint32Array(n);
+        pal.palette = new Uint32Array(n);
         var p = rd.bytes(3 * n);
-        for (var i = 0; i < n; i++) palette[i] = 0xff000000 | p[3 * i + 2] << 16 | p[3 * i + 1] << 8 | p[3 * i];
+        for (var i = 0; i < n; i++) pal.palette[i] = 0xff000000 | p[3 * i + 2] << 16 | p[3 * i + 1] << 8 | p[3 * i];
       }
-      r.palette = palette;
-      r.depth = palette.length <= 2 ? 1 : palette.length <= 4 ? 2 : palette.length <= 16 ? 4 : 8;
+      r.palette = pal.palette;
+      r.depth = r.palette.length <= 2 ? 1 : r.palette.length <= 4 ? 2 : r.palette.length <= 16 ? 4 : 8;
       return 1 + 3 * n;
     }
 
-    function parse(buf) {
-      var rd = reader(buf), rects = [], frame = {seq: ++seq, bytes: buf.byteLength, rects: rects};
-      rd.u8();
-      var flags = rd.u8();
-      if (flags & FULL) { frame.w = rd.u16(); frame.h = rd.u16(); } // else the size stays
-      if (flags & TIME) frame.time = rd.f64();
+    function parseRects(rd, pal) {
+      var rects = [];
       while (rd.more()) {
         var r = {enc: rd.u8(), x: rd.varint(), y: rd.varint(), w: rd.varint(), h: rd.varint()};
         if (r.enc === PNG || r.enc === JPEG) r.data = rd.bytes(rd.varint());
         else if (r.enc === SOLID) r.data = rd.bytes(3);
         else if (r.enc === COPY) { r.sx = rd.varint(); r.sy = rd.varint(); }
-        else if (r.enc === INDEXED) { indexedHead(r, rd); r.data = rd.bytes(Math.ceil(r.w * r.h * r.depth / 8)); }
-        else if (r.enc === INDEXED_Z) { var len = rd.varint(); r.data = rd.bytes(len - indexedHead(r, rd)); }
+        else if (r.enc === INDEXED) { indexedHead(r, rd, pal); r.data = rd.bytes(Math.ceil(r.w * r.h * r.depth / 8)); }
+        else if (r.enc === INDEXED_Z) { var len = rd.varint(); r.data = rd.bytes(len - indexedHead(r, rd, pal)); }
         else throw new Error("unknown encoding " + r.enc);
         rects.push(r);
       }
+      return rects;
+    }
+
+    function parse(buf) {
+      var rd = reader(buf), frame = {seq: ++seq, bytes: buf.byteLength};
+      rd.u8();
+      var flags = rd.u8();
+      if (flags & FULL) { frame.w = rd.u16(); frame.h = rd.u16(); } // else the size stays
+      if (flags & TIME) frame.time = rd.f64();
+      if (flags & SEQ) frame.grab = rd.varint();
+      frame.rects = parseRects(rd, lane);
       return frame;
     }
 
@@ -143,8 +160,37 @@
       });
     }
 
+    function paintRect(r, bitmap) {
+      if (r.enc === SOLID) {
+        ctx.fillStyle = "rgb(" + r.data[0] + "," + r.data[1] + "," + r.data[2] + ")";
+        ctx.fillRect(r.x, r.y, r.w, r.h);
+      } else if (bitmap instanceof ImageData) {
+        ctx.putImageData(bitmap, r.x, r.y);
+      } else if (bitmap) {
+        ctx.drawImage(bitmap, r.x, r.y);
+      }
+    }
+
+    // Paints an overlay, first keeping what it covers.
+    function lay(ov) {
+      ov.under = ov.rects.map(function (r) {
+        var c = document.createElement("canvas");
+        c.width = r.w;
+        c.height = r.h;
+        c.getContext("2d").drawImage(canvas, r.x, r.y, r.w, r.h, 0, 0, r.w, r.h);
+        return c;
+      });
+      ov.rects.forEach(function (r, i) { paintRect(r, ov.bitmaps[i]); });
+    }
+
+    function lift(ov) {
+      for (var i = ov.rects.length - 1; i >= 0; i--) ctx.drawImage(ov.under[i], ov.rects[i].x, ov.rects[i].y);
+    }
+
     function paint(frame, bitmaps) {
-      if (frame.w && (canvas.width !== frame.w || canvas.height !== frame.h)) {
+      var resized = frame.w && (canvas.width !== frame.w || canvas.height !== frame.h);
+      for (var i = overlays.length - 1; i >= 0; i--) lift(overlays[i]);
+      if (resized) {
         canvas.width = frame.w;
         canvas.height = frame.h;
         ctx.imageSmoothingEnabled = false;
@@ -154,17 +200,34 @@
       frame.h = canvas.height;
       copies(frame.rects);
       frame.rects.forEach(function (r, i) {
-        if (r.enc === SOLID) {
-          ctx.fillStyle = "rgb(" + r.data[0] + "," + r.data[1] + "," + r.data[2] + ")";
-          ctx.fillRect(r.x, r.y, r.w, r.h);
-        } else if (bitmaps[i] instanceof ImageData) {
-          ctx.putImageData(bitmaps[i], r.x, r.y);
-        } else if (bitmaps[i]) {
-          ctx.drawImage(bitmaps[i], r.x, r.y);
-          bitmaps[i].close();
-        }
+        paintRect(r, bitmaps[i]);
+        if (bitmaps[i] && bitmaps[i].close) bitmaps[i].close();
       });
+      // An update without its number is older than the overlays.
+      if (frame.grab !== undefined) newest = Math.max(newest, frame.grab);
+      overlays = resized ? [] : overlays.filter(function (ov) { return ov.grab > newest; });
+      overlays.forEach(lay);
       stats.frames++;
+    }
+
+    function onOverlay(buf) {
+      var ov;
+      try {
+        var rd = reader(buf);
+        rd.u8();
+        ov = {grab: rd.varint(), bytes: buf.byteLength, arrived: performance.now()};
+        ov.rects = parseRects(rd, {palette: null});
+      } catch (e) {
+        setStatus("bad overlay: " + e);
+        return;
+      }
+      Promise.all(ov.rects.map(decode)).then(function (bitmaps) {
+        if (ov.grab <= newest || !canvas.width) return; // an update as new is painted already
+        ov.bitmaps = bitmaps;
+        lay(ov);
+        overlays.push(ov);
+        if (opts.onoverlay) opts.onoverlay(ov);
+      }).catch(function (e) { setStatus("bad overlay: " + e); });
     }
 
     function onFrame(buf) {
@@ -190,6 +253,7 @@
       var dv = new DataView(ev.data);
       stats.bytes += ev.data.byteLength;
       if (dv.getUint8(0) === MSG_FRAME) onFrame(ev.data);
+      else if (dv.getUint8(0) === MSG_OVERLAY) onOverlay(ev.data);
       else if (dv.getUint8(0) === MSG_PONG) stats.rtt = performance.now() - dv.getFloat64(4, true);
     };
 
