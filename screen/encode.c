@@ -336,7 +336,8 @@ static int indexed(rm__encoder *e, const uint32_t *px, int stride, int w, int h,
   int reuse, rc;
   palette *pal;
   if (e->pal.n > 255 || (size_t)w * h > INDEXED_MAX_PIXELS) return RM_SCREEN_PNG;
-  reuse = e->last.n && pal_within(&e->pal, &e->last);
+  /* The palette before, if it holds these colours at no more bits a pixel. */
+  reuse = e->last.n && rm__depth(e->last.n) <= rm__depth(e->pal.n) && pal_within(&e->pal, &e->last);
   pal = reuse ? &e->last : &e->pal;
   if ((rc = raw_packed(e, pal, px, stride, w, h, rm__depth(pal->n))) < 0 || (rc = deflate_raw(e)) < 0) return rc;
   png = out->len - start;

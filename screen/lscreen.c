@@ -26,8 +26,9 @@
  * The echo thread. The first scr:echo() opens the screen's echo lane
  * (echo.c) on a thread of its own, which waits on the lane's X connection.
  * While the encoder has work it asks for overlays; the newest one goes into
- * a mailbox, and a post to the loop wakes every coroutine waiting in
- * scr:echo(): each viewer's sender takes the newest, at its own pace.
+ * a mailbox, and a byte on a socket pair the dispatcher watches wakes every
+ * coroutine waiting in scr:echo(): each viewer's sender takes the newest, at
+ * its own pace.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -257,7 +258,9 @@ static int l_close(lua_State *L)
 {
   lscreen *u = luaL_checkudata(L, 1, SCREEN_MT);
   if (!u->s) return 0;
-  /* The echo lane's watch is the loop's: stopped on its thread. */
+  /* The echo lane's watch is the loop's: stopped on its thread; here only if
+   * that cannot be arranged (no memory), since a thread left running on a
+   * freed screen would be worse. */
   if (u->echo && rm_rt_on_loop_wait(u->rt, echo_stop, u) != RM_OK) echo_stop(u->rt, u);
   encoder_stop(u);
   rm_screen_close(u->s);
