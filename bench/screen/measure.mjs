@@ -61,7 +61,19 @@ function probe(kind) {
     });
   }
   t.canvas = () => document.querySelector("canvas");
-  t.area = e => t.canvas().getContext("2d").getImageData(e.x, e.y, e.w, e.h).data;
+  // What the page shows in a region: the canvases composed in document order
+  // (remora paints overlays on a second canvas over the first).
+  t.area = e => {
+    const cs = document.querySelectorAll("canvas");
+    const out = cs[0].getContext("2d").getImageData(e.x, e.y, e.w, e.h).data;
+    for (let k = 1; k < cs.length; k++) {
+      if (cs[k].width !== cs[0].width) continue;
+      const over = cs[k].getContext("2d").getImageData(e.x, e.y, e.w, e.h).data;
+      for (let i = 0; i < over.length; i += 4)
+        if (over[i + 3]) { out[i] = over[i]; out[i + 1] = over[i + 1]; out[i + 2] = over[i + 2]; }
+    }
+    return out;
+  };
   // arm() installs the keydown listener and returns at once; the key is typed
   // only after that (a listener installed late, by a renderer busy painting,
   // would miss its key); t.result resolves with the latency, or null.
@@ -134,7 +146,7 @@ try {
   if (cfg.pause_pid) process.kill(cfg.pause_pid, "SIGSTOP");
   await sleep(2000);
   const rgba = await page.evaluate(() => {
-    const c = window.__bench.canvas(), d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    const c = window.__bench.canvas(), d = window.__bench.area({ x: 0, y: 0, w: c.width, h: c.height });
     let s = "";
     for (let i = 0; i < d.length; i += 0x8000) s += String.fromCharCode.apply(null, d.subarray(i, i + 0x8000));
     return { w: c.width, h: c.height, px: btoa(s) };

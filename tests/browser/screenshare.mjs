@@ -153,8 +153,19 @@ try {
   }
   const overlays = await page.evaluate(() => window.__test.overlays);
   const o = await settle(page);
-  check("echo_overlays_then_canvas_is_screen", overlays > 0 && o && o.wrong === 0 && o.mean <= JPEG_MEAN_MAX,
-        overlays + " overlays; then " + JSON.stringify(o));
+  // The overlays' canvas (over #screen) shows nothing the screen does not.
+  const stale = await page.evaluate(() => {
+    const [base, top] = document.querySelectorAll("canvas");
+    const a = base.getContext("2d").getImageData(0, 0, base.width, base.height).data;
+    const b = top.getContext("2d").getImageData(0, 0, top.width, top.height).data;
+    let n = 0;
+    for (let i = 0; i < b.length; i += 4)
+      if (b[i + 3] && (b[i] !== a[i] || b[i + 1] !== a[i + 1] || b[i + 2] !== a[i + 2])) n++;
+    return top.width === base.width ? n : -1;
+  });
+  check("echo_overlays_then_canvas_is_screen",
+        overlays > 0 && o && o.wrong === 0 && o.mean <= JPEG_MEAN_MAX && stale === 0,
+        overlays + " overlays; then " + JSON.stringify(o) + ", stale overlay pixels " + stale);
   console.error("overlays: " + overlays + ", then " + JSON.stringify(o));
 
   // 4. Status line: fps, bytes/s, rtt.

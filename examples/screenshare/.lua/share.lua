@@ -29,6 +29,7 @@ local function env_int(name, default, lo, hi)
   return v
 end
 
+local BUTTON, KEY = 2, 3
 local PING = 5   -- the only input message a view-only viewer may send (and ACK)
 local ACK = 6    -- the app's own message: a frame was painted (docs/screenshare.md)
 
@@ -43,6 +44,11 @@ function M.new(display)
     max_viewers = env_int("SCREENSHARE_MAX_VIEWERS", 16, 1, 1000),
     quality = env_int("SCREENSHARE_QUALITY", 85, 1, 100),   -- SSIM at least noVNC's (bench/screen)
     inflight = env_int("SCREENSHARE_INFLIGHT", 2, 1, 64),   -- frames sent but not yet painted
+    -- ...while someone types: the browser then paints one frame at a time,
+    -- and its main thread is free sooner for the echo's overlay (bench/screen)
+    typing_inflight = env_int("SCREENSHARE_TYPING_INFLIGHT", 1, 1, 64),
+    typing_ms = env_int("SCREENSHARE_TYPING_MS", 1000, 0, 60000),   -- how long after a key or button
+    input_at = nil,   -- ba.clock() of the last key or button from any viewer
     queuelen = env_int("SCREENSHARE_QUEUE", 64 * 1024, 4096, 16 * 1024 * 1024),
     max_input = 256 * 1024 + 8,   -- the largest valid message: a full clipboard
     timestamps = os.getenv("SCREENSHARE_TIMESTAMPS") == "1",   -- server time in every frame (tracing)
@@ -86,19 +92,27 @@ function M:frame(v)
   return drawn, err
 end
 
+-- Frames a viewer may have sent but not yet painted: fewer while someone
+-- types, so that the browser is not always busy with the next frame when
+-- an echo arrives.
+function M:window()
+  if self.input_at and ba.clock() - self.input_at < self.typing_ms then return self.typing_inflight end
+  return self.inflight
+end
+
 -- The pusher makes a frame only when the viewer has painted all but
--- `inflight` of those it was sent (ACK messages) and something changed.
+-- `window()` of those it was sent (ACK messages) and something changed.
 local function pusher_loop(self, ws, v, viewer)
   return function(me)
     while true do
       local msg, err
-      if viewer.unacked < self.inflight then msg, err = self:frame(v) end
+      if viewer.unacked < self:window() then msg, err = self:frame(v) end
       if err or self.dead then break end
       if msg then
         viewer.unacked = viewer.unacked + 1
         if not ws:write(msg) then break end
       else
-        if viewer.unacked < self.inflight then self.parked[me] = true end
+        if viewer.unacked < self:window() then self.parked[me] = true end
         local go = me:disable()   -- until a change (tick) or an ACK (reader)
         self.parked[me] = nil
         if not go then break end
@@ -145,6 +159,8 @@ local function reader_loop(self, role, viewer)
           ws:close(code, reply)
           break
         end
+        local kind = data:byte(1)
+        if kind == KEY or kind == BUTTON then self.input_at = ba.clock() end
         if reply and not ws:write(reply) then break end
       end
     end

@@ -20,10 +20,11 @@
 // the rest. Updates are numbered 1, 2, ... in arrival order; ACK names one.
 //
 // Overlays (a key's echo, sent while the next update is still being made)
-// are painted as soon as they are decoded, outside that order. The canvas
-// must stay what the server thinks the viewer has, since COPY reads it: an
-// overlay keeps the pixels it covered, every update first lifts the
-// overlays, paints, then lays again those newer than itself.
+// are painted as soon as they are decoded, outside that order, on a second
+// canvas laid over the first: the first stays what the server thinks the
+// viewer has (COPY reads it), and painting an overlay never waits for the
+// first canvas's pending drawing. An update as new as an overlay takes it
+// off.
 (function () {
   "use strict";
 
@@ -37,6 +38,11 @@
   function start(opts) {
     var canvas = opts.canvas, status = opts.status;
     var ctx = canvas.getContext("2d", {alpha: false});
+    var top = document.createElement("canvas"); // the overlays, over canvas
+    var topCtx = top.getContext("2d");
+    top.style.position = "absolute";
+    top.style.pointerEvents = "none"; // input goes to canvas
+    canvas.parentNode.insertBefore(top, canvas.nextSibling);
     var ws = new WebSocket(opts.url);
     var chain = Promise.resolve();
     var encoder = new TextEncoder();
@@ -54,9 +60,12 @@
 
     function fit() {
       var sw = window.innerWidth / canvas.width, sh = (window.innerHeight - 24) / canvas.height;
-      var s = Math.min(sw, sh);
-      canvas.style.width = Math.floor(canvas.width * s) + "px";
-      canvas.style.height = Math.floor(canvas.height * s) + "px";
+      var s = Math.min(sw, sh), r;
+      top.style.width = canvas.style.width = Math.floor(canvas.width * s) + "px";
+      top.style.height = canvas.style.height = Math.floor(canvas.height * s) + "px";
+      r = canvas.getBoundingClientRect();
+      top.style.left = r.left + window.scrollX + "px";
+      top.style.top = r.top + window.scrollY + "px";
     }
     window.addEventListener("resize", fit);
 
@@ -160,39 +169,39 @@
       });
     }
 
-    function paintRect(r, bitmap) {
+    function paintRect(c, r, bitmap) {
       if (r.enc === SOLID) {
-        ctx.fillStyle = "rgb(" + r.data[0] + "," + r.data[1] + "," + r.data[2] + ")";
-        ctx.fillRect(r.x, r.y, r.w, r.h);
+        c.fillStyle = "rgb(" + r.data[0] + "," + r.data[1] + "," + r.data[2] + ")";
+        c.fillRect(r.x, r.y, r.w, r.h);
       } else if (bitmap instanceof ImageData) {
-        ctx.putImageData(bitmap, r.x, r.y);
+        c.putImageData(bitmap, r.x, r.y);
       } else if (bitmap) {
-        ctx.drawImage(bitmap, r.x, r.y);
+        c.drawImage(bitmap, r.x, r.y);
       }
     }
 
-    // Paints an overlay, first keeping what it covers.
     function lay(ov) {
-      ov.under = ov.rects.map(function (r) {
-        var c = document.createElement("canvas");
-        c.width = r.w;
-        c.height = r.h;
-        c.getContext("2d").drawImage(canvas, r.x, r.y, r.w, r.h, 0, 0, r.w, r.h);
-        return c;
-      });
-      ov.rects.forEach(function (r, i) { paintRect(r, ov.bitmaps[i]); });
+      ov.rects.forEach(function (r, i) { paintRect(topCtx, r, ov.bitmaps[i]); });
     }
 
-    function lift(ov) {
-      for (var i = ov.rects.length - 1; i >= 0; i--) ctx.drawImage(ov.under[i], ov.rects[i].x, ov.rects[i].y);
+    // After an update: the overlays it is as new as come off (their
+    // rectangles cleared, the others laid again where they overlapped).
+    function lift() {
+      var keep = overlays.filter(function (ov) { return ov.grab > newest; });
+      if (keep.length === overlays.length) return;
+      overlays.forEach(function (ov) {
+        if (ov.grab <= newest) ov.rects.forEach(function (r) { topCtx.clearRect(r.x, r.y, r.w, r.h); });
+      });
+      overlays = keep;
+      overlays.forEach(lay);
     }
 
     function paint(frame, bitmaps) {
       var resized = frame.w && (canvas.width !== frame.w || canvas.height !== frame.h);
-      for (var i = overlays.length - 1; i >= 0; i--) lift(overlays[i]);
       if (resized) {
-        canvas.width = frame.w;
-        canvas.height = frame.h;
+        top.width = canvas.width = frame.w; // a resize clears the overlays too
+        top.height = canvas.height = frame.h;
+        overlays = [];
         ctx.imageSmoothingEnabled = false;
         fit();
       }
@@ -200,13 +209,12 @@
       frame.h = canvas.height;
       copies(frame.rects);
       frame.rects.forEach(function (r, i) {
-        paintRect(r, bitmaps[i]);
+        paintRect(ctx, r, bitmaps[i]);
         if (bitmaps[i] && bitmaps[i].close) bitmaps[i].close();
       });
       // An update without its number is older than the overlays.
       if (frame.grab !== undefined) newest = Math.max(newest, frame.grab);
-      overlays = resized ? [] : overlays.filter(function (ov) { return ov.grab > newest; });
-      overlays.forEach(lay);
+      lift();
       stats.frames++;
     }
 
