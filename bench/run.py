@@ -153,7 +153,9 @@ def table(rows):
                 same[0].append(r["workload"])
             else:
                 notes.append(([r["workload"]], r["note"]))
-        commands += [c for c in r.get("commands", []) if c not in commands]
+        # Paths inside the checkout are shown relative to it: the report names no machine's folders.
+        mine = [c.replace(ROOT + os.sep, "") for c in r.get("commands", [])]
+        commands += [c for c in mine if c not in commands]
     out = "\n".join(lines) + "\n"
     if notes:
         out += "\nNotes:\n" + "\n".join("- %s: %s" % ("; ".join(w), n) for w, n in notes) + "\n"
