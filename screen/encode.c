@@ -185,13 +185,22 @@ static int raw_indexed(rm__encoder *e, const uint32_t *px, int stride, int w, in
   e->raw.len = 0;
   if (rm__buf_reserve(&e->raw, (rowbytes + 1) * h) < 0) return RM_ENOMEM;
   o = e->raw.p;
-  recent r = RECENT_NONE;
+  /* The two colours seen last and their indices, in locals: text alternates between them. */
+  uint32_t a = 0xffffffffu, b = 0xffffffffu;
+  int ia = 0, ib = 0;
   for (int y = 0; y < h; y++) {
     const uint32_t *row = px + (size_t)y * stride;
     int acc = 0, bits = 0;
     *o++ = 0;
     for (int x = 0; x < w; x++) {
-      acc = (acc << depth) | recent_index(&e->pal, &r, row[x], 256);
+      uint32_t c = row[x];
+      if (c != a) {
+        uint32_t t = a;
+        int ti = ia;
+        a = c, ia = c == b ? ib : pal_index(&e->pal, c, 256);
+        b = t, ib = ti;
+      }
+      acc = (acc << depth) | ia;
       bits += depth;
       if (bits == 8) *o++ = (uint8_t)acc, acc = 0, bits = 0;
     }
