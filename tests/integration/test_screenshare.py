@@ -274,7 +274,8 @@ if __name__ == "__main__":
         # a frame newer than each overlay follows.
         busy = display.run("xterm", "-geometry", "160x50+0+0", "-e", "sh", "-c",
                            "while :; do head -c 3000 /dev/urandom | od -x; done")
-        echo = display.run("xterm", "-geometry", "30x3+600+600", "-T", "echo", "-e", "cat")
+        # no border: xdotool's geometry is then the window's inside, where the lane cuts
+        echo = display.run("xterm", "-bw", "0", "-geometry", "30x3+600+600", "-T", "echo", "-e", "cat")
         check(wait_for(lambda: display.output("xdotool", "search", "--onlyvisible", "--name", "^echo$").strip()),
               "echo terminal mapped")
         wid = display.output("xdotool", "search", "--onlyvisible", "--name", "^echo$").split()[0]
