@@ -3,7 +3,7 @@
 #   make run        install missing packages, build, start the demo server
 #   make test       install missing packages, build, run every test
 #   make test-asan  the whole suite under AddressSanitizer + UBSan (build-asan/)
-#   make test-tsan  the thread tests under ThreadSanitizer (build-tsan/)
+#   make test-tsan  the thread tests and the screen engine's (encoder, echo lane) under ThreadSanitizer (build-tsan/)
 #   make examples   the embedding hosts (build/examples/)
 #   make size       code size, idle RSS and bytes per idle connection, as a table
 #   make bench      remora against its peers (nginx, HAProxy, node ws), bench/results/latest.md
@@ -117,7 +117,7 @@ test-asan: deps
 
 test-tsan: deps
 	@$(MAKE) --no-print-directory all BUILD=build-tsan OPT="-O1 -g" SAN="-fsanitize=thread"
-	REMORA_SANITIZER=tsan REMORA_TESTS=thread sh tests/run.sh build-tsan
+	REMORA_SANITIZER=tsan REMORA_TESTS="thread tests/test_screen" sh tests/run.sh build-tsan
 
 # Fuzzing: harnesses link only the pure code they drive. New inputs go to
 # build-fuzz/corpus-NAME (the checked-in seeds stay as they are); a crash
