@@ -80,10 +80,8 @@ int rm_screen_poll(rm_screen *s);
  * at every tick. Returns 1 if something was drawn (or the size changed)
  * since the last poll, 0 if not, RM_EIO once the X connection is lost. */
 int rm_screen_drain(rm_screen *s);
-/* The other half of poll: grabs what drain saw drawn. Small damage that
- * came with big damage (a key's echo while a terminal scrolls) is grabbed
- * alone first, so that viewers get it in a small update of its own; the
- * rest waits for the next grab. Returns as poll. It
+/* The other half of poll: grabs what drain saw drawn (a key's echo does not
+ * wait for it: see the echo lane below). Returns as poll. It
  * touches the framebuffer and the X connection but no input state, so it may
  * run on another thread while rm_screen_input runs (Xlib is initialised for
  * threads), provided nothing else touches the screen meanwhile. */
