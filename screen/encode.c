@@ -84,33 +84,26 @@ typedef struct recent {
 
 static const recent RECENT_NONE = {{0xffffffffu, 0xffffffffu}, {-1, -1}}; /* pixels are 24-bit */
 
-static int recent_index(palette *p, recent *r, uint32_t c, int limit)
+/* The newest colour first: on a change the other one is the likelier. */
+static inline int recent_index(palette *p, recent *r, uint32_t c, int limit)
 {
-  int i;
-  if (c == r->c[0]) return r->i[0];
-  if (c == r->c[1]) return r->i[1];
-  i = pal_index(p, c, limit);
-  r->c[1] = r->c[0], r->i[1] = r->i[0];
-  r->c[0] = c, r->i[0] = i;
-  return i;
+  if (c != r->c[0]) {
+    recent was = *r;
+    r->c[0] = c, r->i[0] = c == was.c[1] ? was.i[1] : pal_index(p, c, limit);
+    r->c[1] = was.c[0], r->i[1] = was.i[0];
+  }
+  return r->i[0];
 }
 
-/* Fills the palette from a rectangle; returns 0 if it holds more than limit.
- * The two colours seen last are kept in locals and skipped without a
- * lookup: on text that is nearly every pixel (this loop was a quarter of
- * the engine's instructions on a scrolling terminal). */
+/* Fills the palette from a rectangle; returns 0 if it holds more than limit. */
 static int pal_fill(palette *p, const uint32_t *px, int stride, int w, int h, int limit)
 {
-  uint32_t a = 0xffffffffu, b = 0xffffffffu; /* pixels are 24-bit: matches nothing */
+  recent r = RECENT_NONE;
   pal_clear(p);
   for (int y = 0; y < h; y++) {
     const uint32_t *row = px + (size_t)y * stride;
-    for (int x = 0; x < w; x++) {
-      uint32_t c = row[x];
-      if (c == a || c == b) continue;
-      if (pal_index(p, c, limit) < 0) return 0;
-      b = a, a = c;
-    }
+    for (int x = 0; x < w; x++)
+      if (recent_index(p, &r, row[x], limit) < 0) return 0;
   }
   return 1;
 }
@@ -185,22 +178,13 @@ static int raw_indexed(rm__encoder *e, const uint32_t *px, int stride, int w, in
   e->raw.len = 0;
   if (rm__buf_reserve(&e->raw, (rowbytes + 1) * h) < 0) return RM_ENOMEM;
   o = e->raw.p;
-  /* The two colours seen last and their indices, in locals: text alternates between them. */
-  uint32_t a = 0xffffffffu, b = 0xffffffffu;
-  int ia = 0, ib = 0;
+  recent r = RECENT_NONE;
   for (int y = 0; y < h; y++) {
     const uint32_t *row = px + (size_t)y * stride;
     int acc = 0, bits = 0;
     *o++ = 0;
     for (int x = 0; x < w; x++) {
-      uint32_t c = row[x];
-      if (c != a) {
-        uint32_t t = a;
-        int ti = ia;
-        a = c, ia = c == b ? ib : pal_index(&e->pal, c, 256);
-        b = t, ib = ti;
-      }
-      acc = (acc << depth) | ia;
+      acc = (acc << depth) | recent_index(&e->pal, &r, row[x], 256);
       bits += depth;
       if (bits == 8) *o++ = (uint8_t)acc, acc = 0, bits = 0;
     }
