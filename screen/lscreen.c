@@ -361,16 +361,18 @@ static void job_forget(rm_co *co)
   pthread_mutex_unlock(&j->u->mu);
 }
 
+/* A wait ended without its answer: shutdown, or the caller's socket (or the
+ * screen) closed. */
+static int wait_ended(lua_State *L, rm_co *co)
+{
+  return rm_push_error(L, co->wake == RM_WAKE_SHUTDOWN ? "sysshutdown" : "closed");
+}
+
 static int frame_k(lua_State *L, int status, lua_KContext ctx)
 {
   job *j = (job *)ctx;
   rm_co *co = rm_co_current(L);
-  if (co && co->wake != RM_WAKE_READY) { /* the job is not done; it finishes unheard */
-    luaL_pushfail(L);
-    if (co->wake == RM_WAKE_SHUTDOWN) lua_pushliteral(L, "sysshutdown");
-    else lua_pushliteral(L, "closed");
-    return 2;
-  }
+  if (co && co->wake != RM_WAKE_READY) return wait_ended(L, co); /* the job finishes unheard */
   return frame_result(L, j->rc, j->msg, j->len);
 }
 
@@ -602,12 +604,7 @@ static int echo_wait(lua_State *L, lscreen *u, rm_co *co)
 static int echo_k(lua_State *L, int status, lua_KContext ctx)
 {
   rm_co *co = rm_co_current(L);
-  if (co->wake != RM_WAKE_READY) {
-    luaL_pushfail(L);
-    if (co->wake == RM_WAKE_SHUTDOWN) lua_pushliteral(L, "sysshutdown");
-    else lua_pushliteral(L, "closed");
-    return 2;
-  }
+  if (co->wake != RM_WAKE_READY) return wait_ended(L, co);
   if (lua_isnoneornil(L, 2)) return echo_result(L, (lscreen *)ctx);
   return echo_wait(L, (lscreen *)ctx, co); /* woken for one it had already */
 }
@@ -621,18 +618,10 @@ static int l_echo(lua_State *L)
   rm_co *co = u->rt ? rm_co_current(L) : NULL;
   char err[128] = "cannot start the echo lane";
   check_screen(L, 1);
-  luaL_optinteger(L, 2, -1);
+  luaL_optinteger(L, 2, -1); /* a bad argument raises before the lane starts */
   if (!co) return luaL_error(L, "echo: call it from a remora coroutine");
-  if (u->rt->shutting_down) {
-    luaL_pushfail(L);
-    lua_pushliteral(L, "sysshutdown");
-    return 2;
-  }
-  if (!u->echo && echo_start(u, err, sizeof err) < 0) {
-    luaL_pushfail(L);
-    lua_pushstring(L, err);
-    return 2;
-  }
+  if (u->rt->shutting_down) return rm_push_error(L, "sysshutdown");
+  if (!u->echo && echo_start(u, err, sizeof err) < 0) return rm_push_error(L, err);
   return echo_wait(L, u, co);
 }
 
