@@ -242,9 +242,8 @@ static int update_tile(rm_screen *s, int tx, int ty, const int *box, const uint3
 }
 
 /* Grabs the pixel box [x0, x1) x [y0, y1) with one request and updates
- * every tile part in it (all of them, or only the damaged tiles). Returns 1
- * if some tile changed. */
-static int grab_box(rm_screen *s, int x0, int y0, int x1, int y1, int damaged_only)
+ * the damaged tiles in it. Returns 1 if some tile changed. */
+static int grab_box(rm_screen *s, int x0, int y0, int x1, int y1)
 {
   uint32_t version = s->version + 1;
   int changed = 0, stride;
@@ -255,7 +254,7 @@ static int grab_box(rm_screen *s, int x0, int y0, int x1, int y1, int damaged_on
     for (int tx = x0 / T; tx * T < x1; tx++) {
       int part[4] = {tx * T > x0 ? tx * T : x0, ty * T > y0 ? ty * T : y0,
                      (tx + 1) * T < x1 ? (tx + 1) * T : x1, (ty + 1) * T < y1 ? (ty + 1) * T : y1};
-      if (damaged_only && !s->damaged[ty * s->ntx + tx]) continue;
+      if (!s->damaged[ty * s->ntx + tx]) continue;
       changed |= update_tile(s, tx, ty, part, px + (size_t)(part[1] - y0) * stride + (part[0] - x0), stride,
                              version);
     }
@@ -286,7 +285,7 @@ static int grab(rm_screen *s)
   s->any_damage = 0;
   if (!damaged_box(s, &tx0, &ty0, &tx1, &ty1)) return 0;
   changed = grab_box(s, tx0 * T, ty0 * T, (tx1 + 1) * T < s->w ? (tx1 + 1) * T : s->w,
-                     (ty1 + 1) * T < s->h ? (ty1 + 1) * T : s->h, 1);
+                     (ty1 + 1) * T < s->h ? (ty1 + 1) * T : s->h);
   memset(s->damaged, 0, (size_t)s->ntx * s->nty);
   return changed;
 }
