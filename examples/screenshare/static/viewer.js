@@ -187,6 +187,7 @@
     // After an update: the overlays it is as new as come off (their
     // rectangles cleared, the others laid again where they overlapped).
     function lift() {
+      if (!overlays.length) return; // nearly every update: nothing to look at
       var keep = overlays.filter(function (ov) { return ov.grab > newest; });
       if (keep.length === overlays.length) return;
       overlays.forEach(function (ov) {
