@@ -701,6 +701,35 @@ static void test_echo_lane(void)
   free(m.px);
 }
 
+/* Small damage joined into a box past RM__ECHO_MAX (16384 pixels) is not an
+ * echo: the main lane brings it. A small change after that still is. */
+static void test_echo_box_limit(void)
+{
+  Window wide = make_window(700, 300, 400, 200, 0);
+  rm_screen_echo *e = NULL;
+  const uint8_t *msg;
+  size_t len;
+  uint32_t seq;
+  char err[64];
+  XSetInputFocus(d, wide, RevertToParent, CurrentTime);
+  settle();
+  CHECK_EQ(rm_screen_echo_open(scr, &e, err, sizeof err), RM_OK);
+  if (!e) return;
+  key();
+  /* each 16 px, 50 apart; colours that alternate keep Xlib from batching
+   * them into one request (one damage report of their bounding box) */
+  for (int i = 0; i < 8; i++) fill(wide, 10 + i * 50, 10 + i * 25, 4, 4, i % 2 ? 0x000000 : 0x010101);
+  XSync(d, False);
+  sleep_ms(50); /* every report is in before the lane reads: one box, 354x179 */
+  CHECK_EQ(echo_next(e, 1, &msg, &len, &seq), 0);
+  key();
+  fill(wide, 200, 100, 4, 4, 0xff0000);
+  CHECK_EQ(echo_next(e, 1, &msg, &len, &seq), 1);
+  rm_screen_echo_close(e);
+  XDestroyWindow(d, wide);
+  settle();
+}
+
 static void test_png_exact(void)
 {
   rm_screen_viewer *v;
@@ -1181,6 +1210,7 @@ int main(void)
   RUN(test_two_viewers);
   RUN(test_small_change_is_indexed);
   RUN(test_echo_lane);
+  RUN(test_echo_box_limit);
   RUN(test_png_exact);
   RUN(test_jpeg_tolerance);
   RUN(test_copy_on_scroll);
