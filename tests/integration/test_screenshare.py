@@ -225,6 +225,36 @@ if __name__ == "__main__":
             busy.terminate()
 
     @case
+    def typing_keeps_one_frame_in_flight():
+        # With two frames unpainted, an ACK lets one more go (frames_wait_for_acks);
+        # within SCREENSHARE_TYPING_MS (1 s) of a key it takes both ACKs.
+        busy = display.run("xterm", "-geometry", "160x50+0+0", "-e", "sh", "-c",
+                           "while :; do head -c 3000 /dev/urandom | od -x; done")
+        key = struct.pack("<BBBB", 3, 1, 12, 0) + b"Unidentified"   # ignored by X, but a key
+
+        async def frames_within(ws, seconds):
+            n = 0
+            try:
+                while True:
+                    if (await asyncio.wait_for(ws.recv(), seconds))[0] == 1:
+                        n += 1
+            except asyncio.TimeoutError:
+                return n
+
+        async def go():
+            async with websockets.connect(ws_url(port, CONTROL), max_size=None) as ws:
+                check(await frames_within(ws, 1.0) == 2, "two frames in flight before any key")
+                await ws.send(key)
+                await ws.send(ack(1))
+                check(await frames_within(ws, 0.4) == 0, "one ACK after a key lets nothing go")
+                await ws.send(ack(2))
+                check(await frames_within(ws, 0.4) == 1, "the second ACK lets one frame go")
+        try:
+            asyncio.run(go())
+        finally:
+            busy.terminate()
+
+    @case
     def control_moves_the_pointer_view_cannot():
         async def go():
             async with websockets.connect(ws_url(port, VIEW)) as ws:
